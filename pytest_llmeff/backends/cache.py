@@ -1,0 +1,58 @@
+"""Keeps at most ONE variant loaded per process, so each variant is loaded exactly once when its tests run
+together (the plugin orders them so). Switching to another variant frees the previous one first.
+A variant that failed to load is remembered, so its other tests fail at once with the same message."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Callable, Optional
+
+from pytest_llmeff.backends.gguf import ModelSourceError
+from pytest_llmeff.results import LoadEvent
+from pytest_llmeff.variants import Variant
+
+
+class ModelCache:
+    def __init__(self, cache_root: Path, progress: Optional[Callable[[str], None]] = None):
+        self.cache_root = Path(cache_root)
+        self.progress = progress
+        self._key: Optional[str] = None
+        self._loaded = None
+        self._failed: dict[str, str] = {}
+        self.loads: list[LoadEvent] = []
+
+    def get(self, variant: Variant):
+        """The loaded model for ``variant`` (loading it if it is not the current one)."""
+        key = variant.load_key
+        if key in self._failed:
+            raise ModelSourceError(self._failed[key])
+        if self._key == key and self._loaded is not None:
+            return self._loaded
+        self.release()
+        from pytest_llmeff.backends.hf import load
+
+        try:
+            loaded = load(variant, self.cache_root, self.progress)
+        except ModelSourceError as exc:
+            self._failed[key] = str(exc)
+            self.loads.append(LoadEvent(key=key, load_s=0.0, ok=False, error=str(exc)))
+            raise
+        self._key, self._loaded = key, loaded
+        self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s))
+        if self.progress:
+            self.progress(f"loaded {variant.model} {variant.precision} on {loaded.device} in {loaded.load_s:.2f} s")
+        return loaded
+
+    def release(self) -> None:
+        """Free the current variant (and its accelerator memory)."""
+        if self._loaded is None:
+            return
+        device = self._loaded.device
+        self._loaded = None
+        self._key = None
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()

@@ -1,0 +1,207 @@
+"""Load a variant with transformers and generate with it (greedy, left padding, inference mode).
+
+``LoadedModel`` is what the ``llm_model`` fixture gives a test.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from pytest_llmeff.backends import builtin
+from pytest_llmeff.backends.gguf import ModelSourceError, convert
+from pytest_llmeff.variants import Variant
+
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+@dataclass
+class Generation:
+    """The output of one batched ``generate``.
+
+    new_ids: (batch, steps) tensor of generated ids, padding included after EOS.
+    tokens_per_seq: real generated tokens per sequence: up to and including the first EOS, nothing after.
+    prompt_tokens_per_seq: prompt tokens per sequence, padding excluded.
+    texts: decoded real tokens per sequence (special tokens skipped).
+    steps: generation steps taken (= new_ids.shape[1]).
+    """
+
+    new_ids: Any
+    tokens_per_seq: list[int]
+    prompt_tokens_per_seq: list[int]
+    texts: list[str]
+    steps: int
+    padded_prompt_len: int
+
+    @property
+    def tokens_total(self) -> int:
+        return sum(self.tokens_per_seq)
+
+    @property
+    def prompt_tokens_total(self) -> int:
+        return sum(self.prompt_tokens_per_seq)
+
+
+def count_real_tokens(new_ids, eos_ids: Sequence[int]) -> list[int]:
+    """Per sequence: generated tokens up to and including the first EOS (everything after is padding)."""
+    counts = []
+    eos = set(int(e) for e in eos_ids)
+    for row in new_ids.tolist():
+        n = len(row)
+        for i, tok in enumerate(row):
+            if tok in eos:
+                n = i + 1
+                break
+        counts.append(n)
+    return counts
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return []
+    return list(ids) if isinstance(ids, (list, tuple)) else [ids]
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class LoadedModel:
+    """A loaded variant: ``.model`` (a transformers causal LM in eval mode), ``.tokenizer`` (left padding)
+    and ``.variant``. ``load_s`` is the load time in seconds, ``converted_s`` the one-time conversion time."""
+
+    model: Any
+    tokenizer: Any
+    variant: Variant
+    device: str
+    path: Optional[Path]
+    load_s: float
+    converted_s: Optional[float] = None
+    eos_ids: list[int] = field(default_factory=list)
+
+    def encode(self, prompts: Sequence[str]):
+        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, *, fixed_length: bool = False,
+                 logits_processor: Optional[list] = None) -> Generation:
+        """Greedy batched generation. With ``fixed_length`` EOS is suppressed so every sequence produces
+        exactly ``max_new_tokens`` tokens (the benchmark protocol); otherwise generation stops at EOS."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        inputs = self.encode(prompts)
+        out = self.generate_ids(inputs, max_new_tokens, fixed_length=fixed_length, logits_processor=logits_processor)
+        return self.decode(inputs, out)
+
+    def generate_ids(self, inputs, max_new_tokens: int, *, fixed_length: bool = False,
+                     logits_processor: Optional[list] = None):
+        """``model.generate`` on already encoded inputs, greedy, under ``torch.inference_mode``; returns the raw
+        output ids (prompt + new). This is the call the benchmark times."""
+        import torch
+        from transformers import LogitsProcessorList
+
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        if fixed_length:
+            kwargs["min_new_tokens"] = max_new_tokens
+        if logits_processor:
+            kwargs["logits_processor"] = LogitsProcessorList(logits_processor)
+        with torch.inference_mode():
+            return self.model.generate(**inputs, **kwargs)
+
+    def decode(self, inputs, out) -> Generation:
+        """Split ``out`` into new tokens and count the real ones (no padding, nothing after EOS)."""
+        padded = inputs["input_ids"].shape[1]
+        new_ids = out[:, padded:]
+        counts = count_real_tokens(new_ids, self.eos_ids)
+        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new_ids.tolist(), counts)]
+        prompt_counts = [int(x) for x in inputs["attention_mask"].sum(dim=1).tolist()]
+        return Generation(new_ids=new_ids, tokens_per_seq=counts, prompt_tokens_per_seq=prompt_counts, texts=texts,
+                          steps=int(new_ids.shape[1]), padded_prompt_len=int(padded))
+
+    @property
+    def model_bytes(self) -> int:
+        """Weights footprint as loaded: bytes of every parameter and buffer (shared tensors counted once)."""
+        seen, total = set(), 0
+        for t in list(self.model.parameters()) + list(self.model.buffers()):
+            key = t.data_ptr()
+            if key in seen:
+                continue
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return total
+
+
+def _local_hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        raise ModelSourceError(
+            f"model {repo_id!r}{'@' + revision if revision else ''} is not in the local Hugging Face cache "
+            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}); "
+            "this plugin never downloads at run time: fetch it beforehand with `hf download` or use a local directory"
+        ) from None
+
+
+def resolve_path(variant: Variant, cache_root: Path, progress=None) -> tuple[Path, Optional[float]]:
+    source = variant.model_source
+    if source == "alias":
+        return builtin.resolve_alias(variant.model, cache_root, progress)
+    if source == "gguf":
+        return convert(Path(os.path.expanduser(variant.model)), cache_root, progress)
+    if source == "directory":
+        path = Path(os.path.expanduser(variant.model))
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"{path}: not a model directory (no config.json)")
+        return path, None
+    return _local_hub_snapshot(variant.model, variant.revision), None
+
+
+def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], None]] = None) -> LoadedModel:
+    """Load ``variant``: resolve its weights (converting once if needed), then load model and tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path, converted_s = resolve_path(variant, cache_root, progress)
+    device = resolve_device(variant.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelSourceError(f"device={variant.device!r} was asked for but CUDA is not available")
+    start = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                  trust_remote_code=variant.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, _DTYPES[variant.precision]), local_files_only=True,
+            trust_remote_code=variant.trust_remote_code, device_map=device,
+        )
+    except ModelSourceError:
+        raise
+    except Exception as exc:
+        raise ModelSourceError(f"{variant.model}: cannot load from {path} ({type(exc).__name__}: {exc})") from None
+    model.eval()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    load_s = time.perf_counter() - start
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, variant=variant, device=device, path=path, load_s=load_s,
+                         converted_s=converted_s)
+    loaded.eos_ids = _eos_ids(model, tokenizer)
+    return loaded

@@ -1,0 +1,155 @@
+"""Options and ini twins, resolved into one validated object.
+
+Every ``--llmeff-*`` option has an ini twin (``llmeff_*``). CLI defaults are None so that the ini takes effect;
+precedence is CLI > ini > default. For rounds/warmup the order is CLI > marker > ini > default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+DEFAULT_ROUNDS = 5
+DEFAULT_WARMUP = 1
+DEFAULT_STORAGE = ".llmeff"
+CACHE_ENV = "LLMEFF_CACHE_DIR"
+
+# (option, ini name, ini type, help, argparse extras)
+_OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
+    ("--llmeff-report", "llmeff_report", "bool",
+     "print the comparison table and write the JSON results file", {"action": "store_true"}),
+    ("--llmeff-json", "llmeff_json", "string",
+     "path of the JSON results file (default when reporting: .llmeff/runs/<UTC stamp>_<id>.json)",
+     {"metavar": "PATH"}),
+    ("--llmeff-rounds", "llmeff_rounds", "string",
+     f"timed rounds per benchmark (default {DEFAULT_ROUNDS}); overrides the marker", {"metavar": "N"}),
+    ("--llmeff-warmup", "llmeff_warmup", "string",
+     f"untimed warm-up rounds per benchmark (default {DEFAULT_WARMUP}); overrides the marker", {"metavar": "N"}),
+    ("--llmeff-skip", "llmeff_skip", "bool", "skip the benchmark tests", {"action": "store_true"}),
+    ("--llmeff-only", "llmeff_only", "bool", "run only the benchmark tests (deselect the others)",
+     {"action": "store_true"}),
+    ("--llmeff-cache-dir", "llmeff_cache_dir", "string",
+     f"where converted models and the tiny model are cached (env {CACHE_ENV}; default ~/.cache/pytest-llmeff)",
+     {"metavar": "DIR"}),
+    ("--llmeff-no-reorder", "llmeff_no_reorder", "bool",
+     "keep pytest's test order instead of grouping each variant's tests together", {"action": "store_true"}),
+    ("--llmeff-country", "llmeff_country", "string",
+     "ISO 3166 alpha-3 country whose grid carbon intensity gives co2_g (default USA)", {"metavar": "ISO3"}),
+)
+
+
+def add_options(parser) -> None:
+    group = parser.getgroup("llmeff", "LLM inference efficiency (pytest-llmeff)")
+    for opt, ini, ini_type, help_, extra in _OPTIONS:
+        kwargs = dict(extra)
+        kwargs.setdefault("default", None)
+        if kwargs.get("action") == "store_true":
+            kwargs["default"] = None
+        group.addoption(opt, dest=ini, help=help_, **kwargs)
+        parser.addini(ini, help=help_, type=ini_type, default=None)
+
+
+class UsageProblem(ValueError):
+    """A bad option or ini value; the message names it and what is allowed."""
+
+
+class LlmeffConfig(BaseModel):
+    """The resolved options of one session."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    report: bool = False
+    json_path: Optional[Path] = None
+    rounds: Optional[int] = None  # None: marker, else DEFAULT_ROUNDS
+    warmup: Optional[int] = None
+    ini_rounds: Optional[int] = None
+    ini_warmup: Optional[int] = None
+    skip: bool = False
+    only: bool = False
+    cache_dir: Path
+    reorder: bool = True
+    country_iso_code: str = "USA"
+
+    @field_validator("country_iso_code")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        if len(value) != 3 or not value.isalpha():
+            raise ValueError(f"country {value!r} is not an ISO 3166 alpha-3 code such as USA, FRA, DEU")
+        return value.upper()
+
+    def rounds_for(self, marker_rounds: Optional[int]) -> int:
+        for v in (self.rounds, marker_rounds, self.ini_rounds):
+            if v is not None:
+                return v
+        return DEFAULT_ROUNDS
+
+    def warmup_for(self, marker_warmup: Optional[int]) -> int:
+        for v in (self.warmup, marker_warmup, self.ini_warmup):
+            if v is not None:
+                return v
+        return DEFAULT_WARMUP
+
+
+def _int_value(name: str, raw: Any, minimum: int) -> Optional[int]:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise UsageProblem(f"{name}={raw!r} is not an integer; give an integer >= {minimum}") from None
+    if value < minimum:
+        raise UsageProblem(f"{name}={value} is not allowed; give an integer >= {minimum}")
+    return value
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-llmeff"
+
+
+def resolve(pytest_config) -> LlmeffConfig:
+    """Build the session's options from the CLI, the ini file and the environment. Raises UsageProblem."""
+
+    def cli(ini_name: str):
+        return pytest_config.getoption(ini_name, None)
+
+    def ini(ini_name: str):
+        try:
+            return pytest_config.getini(ini_name)
+        except ValueError:
+            return None
+
+    def flag(ini_name: str) -> bool:
+        value = cli(ini_name)
+        if value is None:
+            value = ini(ini_name)
+        return bool(value)
+
+    def text(ini_name: str) -> Optional[str]:
+        value = cli(ini_name)
+        if value is None:
+            value = ini(ini_name)
+        return value or None
+
+    rounds = _int_value("--llmeff-rounds", cli("llmeff_rounds"), 1)
+    warmup = _int_value("--llmeff-warmup", cli("llmeff_warmup"), 0)
+    ini_rounds = _int_value("llmeff_rounds (ini)", ini("llmeff_rounds"), 1)
+    ini_warmup = _int_value("llmeff_warmup (ini)", ini("llmeff_warmup"), 0)
+    cache = text("llmeff_cache_dir") or os.environ.get(CACHE_ENV) or str(default_cache_dir())
+    json_path = text("llmeff_json")
+    try:
+        return LlmeffConfig(
+            report=flag("llmeff_report") or bool(json_path),
+            json_path=Path(json_path) if json_path else None,
+            rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
+            skip=flag("llmeff_skip"), only=flag("llmeff_only"),
+            cache_dir=Path(os.path.expanduser(cache)),
+            reorder=not flag("llmeff_no_reorder"),
+            country_iso_code=text("llmeff_country") or "USA",
+        )
+    except ValidationError as exc:
+        msgs = [e["msg"].removeprefix("Value error, ") for e in exc.errors()]
+        raise UsageProblem("; ".join(msgs)) from None

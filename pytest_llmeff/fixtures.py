@@ -1,0 +1,127 @@
+"""The public fixtures: ``llm_model``, ``energy_tracker``, ``flops_counter`` and ``llm_benchmark``.
+
+This module is imported by plugin.py, so it imports nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytest
+
+from pytest_llmeff.variants import InvalidMarker, Variant
+
+SESSION_KEY = pytest.StashKey["object"]()
+RECORDS_KEY = pytest.StashKey[list]()
+
+_DEFAULT_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.txt"
+
+
+def default_prompts() -> list[str]:
+    """The prompt set shipped with the package (8 short instructions written for this project)."""
+    return [line for line in _DEFAULT_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _session(request):
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture
+def llmeff_variant(request) -> Variant:
+    """The variant of this test, from the ``llm_efficiency`` marker expansion."""
+    param = getattr(request, "param", None)
+    if isinstance(param, InvalidMarker):
+        pytest.fail(f"llm_efficiency marker on {request.node.nodeid}: {param.message}", pytrace=False)
+    if not isinstance(param, Variant):
+        pytest.fail(f"{request.node.nodeid} uses the llmeff fixtures without @pytest.mark.llm_efficiency(model=...)",
+                    pytrace=False)
+    return param
+
+
+@pytest.fixture
+def llm_model(llmeff_variant, request):
+    """The loaded variant (``.model``, ``.tokenizer``, ``.variant``, ``.generate(prompts, max_new_tokens)``).
+    Loaded once per session and variant; at most one variant stays loaded per process."""
+    from pytest_llmeff.backends.gguf import ModelSourceError
+
+    from dataclasses import replace
+
+    session = _session(request)
+    try:
+        loaded = session.models.get(llmeff_variant)
+    except ModelSourceError as exc:
+        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+    # same weights, this test's variant (batch size and generation settings may differ from the loader's)
+    return replace(loaded, variant=llmeff_variant)
+
+
+@pytest.fixture(scope="session")
+def energy_tracker(request):
+    """``with energy_tracker.measure() as e:`` -> ``e.energy_j``, ``e.method``, ``e.estimated``, ``e.co2_g``."""
+    from pytest_llmeff.measure.energy import EnergyTracker
+
+    return EnergyTracker(_session(request).meter)
+
+
+@pytest.fixture(scope="session")
+def flops_counter():
+    """``with flops_counter.count() as f:`` -> ``f.flops`` (FlopCounterMode plus formulas for missed ops)."""
+    from pytest_llmeff.measure.flops import FlopsCounter
+
+    return FlopsCounter()
+
+
+@pytest.fixture
+def llm_benchmark(llm_model, request):
+    """Run the standard protocol on this test's variant and record it: ``result = llm_benchmark()``.
+
+    Keyword arguments: ``prompts`` (list of str), ``max_new_tokens``, ``name`` (to record several
+    benchmarks in one test). Returns the ``BenchmarkRecord`` (``result.metrics["throughput_tok_s"].median``).
+    """
+    from pytest_llmeff import runner
+    from pytest_llmeff.session import build_record
+
+    session = _session(request)
+    variant: Variant = llm_model.variant
+    item = request.node
+    records = item.stash.setdefault(RECORDS_KEY, [])
+
+    def bench(prompts: Optional[Sequence[str]] = None, *, max_new_tokens: Optional[int] = None,
+              name: Optional[str] = None):
+        if prompts is not None:
+            if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+                pytest.fail(f"{item.nodeid}: llm_benchmark(prompts={prompts!r}): give a non-empty list of "
+                            "non-empty strings", pytrace=False)
+        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+            pytest.fail(f"{item.nodeid}: llm_benchmark(max_new_tokens={max_new_tokens!r}): give an integer >= 1",
+                        pytrace=False)
+        use_prompts = list(prompts) if prompts is not None else list(variant.prompts or default_prompts())
+        new_tokens = max_new_tokens or variant.max_new_tokens
+        rounds = session.options.rounds_for(variant.rounds)
+        warmup = session.options.warmup_for(variant.warmup)
+        measured = runner.run(llm_model, use_prompts, batch_size=variant.batch_size, max_new_tokens=new_tokens,
+                              rounds=rounds, warmup=warmup, meter=session.meter)
+        extra: dict[str, list[float]] = {}
+        for result in request.config.hook.pytest_llmeff_custom_metrics(
+                config=request.config, llm_model=llm_model, measured=measured):
+            if result:
+                extra.update(result)
+        params = {k: v for k, v in getattr(item, "callspec", None).params.items() if k != "llmeff_variant"} \
+            if hasattr(item, "callspec") else {}
+        record = build_record(
+            nodeid=item.nodeid, name=name or item.name, variant=variant if new_tokens == variant.max_new_tokens
+            else _with_new_tokens(variant, new_tokens), params=params, rounds=rounds, warmup=warmup,
+            measured=measured, loaded=llm_model, prompts_count=len(use_prompts), extra_metrics=extra,
+            resolved_path=str(llm_model.path) if llm_model.path else None,
+        )
+        records.append(record)
+        return record
+
+    return bench
+
+
+def _with_new_tokens(variant: Variant, new_tokens: int) -> Variant:
+    from dataclasses import replace
+
+    return replace(variant, max_new_tokens=new_tokens)

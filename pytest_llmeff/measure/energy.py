@@ -1,0 +1,132 @@
+"""Energy windows: begin, end, and a ``Measurement`` that says how the joules were obtained.
+
+Backed here by CodeCarbon's offline tracker. On a machine without RAPL or NVML it models CPU power from load
+and RAM power from its size, so its figures are ESTIMATES and are labelled ``estimated=True`` with the mode in
+``method``. A device that cannot be read gives None, never an invented number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+KWH_TO_J = 3.6e6
+
+
+@dataclass
+class Measurement:
+    """One energy window.
+
+    energy_j: joules over the window (None when no backend could measure).
+    duration_s: wall seconds of the window.
+    method: how: e.g. ``codecarbon:cpu=cpu_load,ram=constant`` or ``off``.
+    estimated: True unless a physical meter was read for every device counted.
+    co2_g: grams of CO2-equivalent (energy x grid intensity of ``country_iso_code``), None without energy.
+    devices: joules per device (``cpu``, ``ram``, ``gpu``); None for a device that could not be read.
+    """
+
+    energy_j: Optional[float] = None
+    duration_s: float = 0.0
+    method: str = "off"
+    estimated: bool = True
+    co2_g: Optional[float] = None
+    country_iso_code: Optional[str] = None
+    devices: dict[str, Optional[float]] = field(default_factory=dict)
+
+
+class CodeCarbonMeter:
+    """One OfflineEmissionsTracker for the whole session (its first start costs ~0.4 s); each window is a
+    CodeCarbon task."""
+
+    def __init__(self, country_iso_code: str = "USA"):
+        self.country_iso_code = country_iso_code
+        self._tracker = None
+        self._error: Optional[str] = None
+        self._task = 0
+
+    def _ensure(self) -> bool:
+        if self._tracker is not None:
+            return True
+        if self._error is not None:
+            return False
+        try:
+            for name in ("codecarbon",):
+                logging.getLogger(name).setLevel(logging.ERROR)
+            from codecarbon import OfflineEmissionsTracker
+
+            with contextlib.redirect_stdout(None):
+                tracker = OfflineEmissionsTracker(
+                    country_iso_code=self.country_iso_code, output_methods=[], log_level="error",
+                    measure_power_secs=1, allow_multiple_runs=True,
+                )
+                tracker.start()
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
+            self._tracker = tracker
+            return True
+        except Exception as exc:  # CodeCarbon missing or failing must not fail a benchmark
+            self._error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    @property
+    def method(self) -> str:
+        if not self._ensure():
+            return f"off (codecarbon unavailable: {self._error})"
+        modes = []
+        for hw in getattr(self._tracker, "_hardware", []):
+            kind = type(hw).__name__.lower()
+            mode = getattr(hw, "_mode", None) or "constant"
+            modes.append(f"{kind}={mode}")
+        return "codecarbon:" + ",".join(modes)
+
+    def begin(self) -> float:
+        start = time.perf_counter()
+        if self._ensure():
+            self._task += 1
+            self._tracker.start_task(f"llmeff-{self._task}")
+        return start
+
+    def end(self, start: float) -> Measurement:
+        if self._tracker is None:
+            return Measurement(duration_s=time.perf_counter() - start, method=self.method, estimated=True)
+        data = self._tracker.stop_task()
+        duration = time.perf_counter() - start
+        energy_j = float(data.energy_consumed) * KWH_TO_J
+        devices = {
+            "cpu": float(data.cpu_energy) * KWH_TO_J,
+            "ram": float(data.ram_energy) * KWH_TO_J,
+            "gpu": float(data.gpu_energy) * KWH_TO_J if self._has_gpu() else None,
+        }
+        return Measurement(energy_j=energy_j, duration_s=duration, method=self.method,
+                           estimated=True,  # CodeCarbon models power here; real meters come with their own backends
+                           co2_g=float(data.emissions) * 1000.0, country_iso_code=self.country_iso_code,
+                           devices=devices)
+
+    def _has_gpu(self) -> bool:
+        return any(type(hw).__name__.lower() == "gpu" for hw in getattr(self._tracker, "_hardware", []))
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            with contextlib.suppress(Exception), contextlib.redirect_stdout(None):
+                self._tracker.stop()
+            self._tracker = None
+
+
+class EnergyTracker:
+    """The ``energy_tracker`` fixture: ``with energy_tracker.measure() as e: ...`` then read ``e.energy_j``,
+    ``e.method``, ``e.estimated`` and ``e.co2_g`` after the block."""
+
+    def __init__(self, meter: CodeCarbonMeter):
+        self.meter = meter
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[Measurement]:
+        result = Measurement()
+        start = self.meter.begin()
+        try:
+            yield result
+        finally:
+            done = self.meter.end(start)
+            result.__dict__.update(done.__dict__)

@@ -1,0 +1,69 @@
+"""The one metric table: every public metric's unit, direction and meaning.
+
+The reports, the JSON and (later) the gate and the CLI read this table; none repeats it.
+A metric's name carries its unit. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["higher", "lower", "none"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Declaration of one metric.
+
+    name: public name, ending in its unit (``ttft_s``, ``peak_mem_bytes``).
+    unit: the unit written in reports (``s``, ``B``, ``tok/s``).
+    direction: ``higher`` or ``lower`` is better, ``none`` when neither is (a property, not a score).
+    meaning: one line for docs and ``--help``.
+    """
+
+    name: str
+    unit: str
+    direction: Direction
+    meaning: str
+
+
+_TABLE: tuple[MetricSpec, ...] = (
+    MetricSpec("throughput_tok_s", "tok/s", "higher",
+               "generated tokens (no padding, nothing after EOS) / generate wall time, whole batch"),
+    MetricSpec("prefill_tok_s", "tok/s", "higher", "prompt tokens (no padding) / time to first token"),
+    MetricSpec("ttft_s", "s", "lower", "time from generate() entry to the first new token of the batch"),
+    MetricSpec("tpot_s", "s", "lower", "(latency_s - ttft_s) / (new tokens per sequence - 1)"),
+    MetricSpec("latency_s", "s", "lower", "wall time of one batched generate()"),
+    MetricSpec("peak_mem_bytes", "B", "lower",
+               "true peak during generation (CUDA max allocated; CPU process VmHWM after reset)"),
+    MetricSpec("model_bytes", "B", "lower", "weights footprint as loaded (parameters + buffers)"),
+    MetricSpec("energy_j", "J", "lower", "energy of one batched generate(); method and estimated flag beside it"),
+    MetricSpec("energy_j_per_tok", "J/tok", "lower", "energy_j / generated tokens"),
+    MetricSpec("co2_g", "g", "lower", "energy x grid intensity of the chosen country (CodeCarbon's data)"),
+    MetricSpec("flops_per_tok", "FLOP/tok", "none",
+               "dense-equivalent FLOPs of one generate() per generated token (one untimed counted pass)"),
+    MetricSpec("tflops", "TFLOP/s", "higher", "achieved FLOP rate: counted FLOPs / latency_s / 1e12"),
+    MetricSpec("load_s", "s", "lower", "model load time (first load of the variant in the session)"),
+    MetricSpec("token_agreement", "ratio", "higher", "greedy tokens equal to the reference variant's"),
+)
+
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _TABLE}
+
+
+def register_metric(spec: MetricSpec) -> None:
+    """Add a user metric (from the ``pytest_llmeff_metric_specs`` hook). Built-ins cannot be redefined."""
+    existing = METRICS.get(spec.name)
+    if existing is not None and existing != spec:
+        raise ValueError(f"metric {spec.name!r} is already declared as {existing}")
+    if spec.direction not in ("higher", "lower", "none"):
+        raise ValueError(f"metric {spec.name!r}: direction {spec.direction!r} is not one of higher, lower, none")
+    METRICS[spec.name] = spec
+
+
+def spec_for(name: str) -> MetricSpec:
+    """The declaration of ``name``; a clear error listing the known names otherwise."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None

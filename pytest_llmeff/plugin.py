@@ -1,0 +1,225 @@
+"""pytest-llmeff's hooks, and only hooks.
+
+Loaded into every pytest run of an environment where the package is installed, so it imports no torch,
+transformers, bitsandbytes or accelerate, not even indirectly: heavy imports happen inside fixtures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_llmeff import config as llmeff_config
+from pytest_llmeff.fixtures import (RECORDS_KEY, SESSION_KEY, energy_tracker, flops_counter, llm_benchmark,
+                                    llm_model, llmeff_variant)
+from pytest_llmeff.variants import MARKER_HELP, MARKER_NAME, InvalidMarker, Variant, expand, sanitize_id
+
+__all__ = ["energy_tracker", "flops_counter", "llm_benchmark", "llm_model", "llmeff_variant"]
+
+_BENCH_FIXTURES = ("llm_benchmark", "llm_model", "llmeff_variant")
+
+
+def pytest_addhooks(pluginmanager):
+    from pytest_llmeff import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser):
+    llmeff_config.add_options(parser)
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _progress_writer(config):
+    def write(message: str) -> None:
+        if _is_worker(config):
+            return
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"llmeff: {message}")
+        else:
+            reporter.write_line(f"llmeff: {message}")
+
+    return write
+
+
+def _controller_logreport(config, report) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or _is_worker(config):
+        return
+    before = len(session.records)
+    session.add_report_payload(report)
+    if config.get_verbosity() > 0 and len(session.records) > before:
+        from pytest_llmeff.session import one_line
+
+        for record in session.records[before:]:
+            session.progress(one_line(record))
+
+
+class _ReportCollector:
+    """Registered at configure time so it sees reports in plain and xdist sessions alike."""
+
+    def __init__(self, config):
+        self.config = config
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report):
+        _controller_logreport(self.config, report)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", MARKER_HELP)
+    try:
+        options = llmeff_config.resolve(config)
+    except llmeff_config.UsageProblem as exc:
+        raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
+    if options.skip and options.only:
+        raise pytest.UsageError("pytest-llmeff: --llmeff-skip and --llmeff-only exclude each other; give one")
+    from pytest_llmeff.metrics import register_metric
+    from pytest_llmeff.session import LlmeffSession
+
+    for specs in config.hook.pytest_llmeff_metric_specs(config=config):
+        for spec in specs or []:
+            try:
+                register_metric(spec)
+            except ValueError as exc:
+                raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
+    config.stash[SESSION_KEY] = LlmeffSession(options, _progress_writer(config))
+    config.pluginmanager.register(_ReportCollector(config), "llmeff-report-collector")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker(MARKER_NAME)
+    if marker is None:
+        return
+    variants = expand(dict(marker.kwargs), tuple(marker.args))
+    if isinstance(variants, InvalidMarker):
+        variants = [variants]
+    if "llmeff_variant" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("llmeff_variant")
+    metafunc.parametrize("llmeff_variant", variants, ids=[v.id for v in variants], indirect=True)
+
+
+def _variant_of(item):
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    return callspec.params.get("llmeff_variant")
+
+
+def _is_benchmark(item) -> bool:
+    if item.get_closest_marker(MARKER_NAME) is not None:
+        return True
+    return any(name in getattr(item, "fixturenames", ()) for name in _BENCH_FIXTURES)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    options = config.stash[SESSION_KEY].options
+    if options.only:
+        keep = [i for i in items if _is_benchmark(i)]
+        dropped = [i for i in items if not _is_benchmark(i)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+    if options.skip:
+        mark = pytest.mark.skip(reason="benchmarks skipped by --llmeff-skip")
+        for item in items:
+            if _is_benchmark(item):
+                item.add_marker(mark)
+    with_xdist = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        variant = _variant_of(item)
+        if with_xdist and isinstance(variant, Variant):
+            item.add_marker(pytest.mark.xdist_group(name="llmeff-" + sanitize_id(variant.load_key)))
+    if options.reorder:
+        # group each variant's tests together (stable: first appearance order), so each loads once
+        first_seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            variant = _variant_of(item)
+            if isinstance(variant, Variant):
+                first_seen.setdefault(variant.load_key, index)
+
+        def position(pair):
+            index, item = pair
+            variant = _variant_of(item)
+            if isinstance(variant, Variant):
+                return (first_seen[variant.load_key], index)
+            return (index, index)
+
+        items[:] = [item for _, item in sorted(enumerate(items), key=position)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return report
+    loads = session.take_new_loads()
+    if loads:
+        report.llmeff_loads = [e.model_dump_json() for e in loads]
+    if call.when == "call":
+        from pytest_llmeff.session import payload
+
+        records = item.stash.get(RECORDS_KEY, [])
+        if records:
+            report.llmeff_records = payload(records)
+    return report
+
+
+def _machine_info(config) -> dict:
+    from pytest_llmeff.measure.machine import machine_info
+
+    info = config.hook.pytest_llmeff_generate_machine_info(config=config)
+    if info is None:
+        info = machine_info()
+    config.hook.pytest_llmeff_update_machine_info(config=config, machine_info=info)
+    return info
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
+    state.close()
+    if _is_worker(config) or not state.options.report:
+        return
+    from pytest_llmeff.measure.machine import commit_info, versions
+
+    try:
+        run = state.build_run(_machine_info(config), versions(), commit_info(), list(config.invocation_params.args))
+        state.write(run, Path(config.rootpath))
+    except Exception as exc:  # a results file that cannot be written must be said, not crash the session
+        state.write_error = f"{type(exc).__name__}: {exc}"
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or _is_worker(config):
+        return
+    if not state.options.report:
+        if state.records:
+            terminalreporter.write_line(f"llmeff: {len(state.records)} benchmark(s) measured; "
+                                        "add --llmeff-report for the table and the JSON file")
+        return
+    from pytest_llmeff.report.terminal import render
+
+    terminalreporter.section("llmeff")
+    text = render(state.records)
+    terminalreporter.write_line(text or "no benchmarks were recorded")
+    if state.json_written is not None:
+        terminalreporter.write_line(f"llmeff: results written to {state.json_written}")
+    if state.write_error is not None:
+        terminalreporter.write_line(f"llmeff: ERROR could not write the results file: {state.write_error}", red=True)

@@ -1,0 +1,233 @@
+"""The result records (pydantic) and their atomic JSON I/O.
+
+Schema ``pytest-llmeff/1``. Every number here is a measurement or is labelled an estimate.
+The JSON Schema shipped in ``pytest_llmeff/schema/run-1.schema.json`` is generated from ``Run``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pytest_llmeff.metrics import spec_for
+
+SCHEMA_ID = "pytest-llmeff/1"
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default method) on already sorted data."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+class Metric(BaseModel):
+    """One metric of one benchmark: its raw samples (one per timed round, or one for a
+    once-per-variant figure such as ``load_s``) and their summary statistics.
+
+    ``stdev`` is the sample standard deviation (n-1), 0.0 when n == 1.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str
+    direction: Literal["higher", "lower", "none"]
+    samples: list[float]
+    n: int
+    mean: float
+    median: float
+    stdev: float
+    min: float
+    max: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def from_samples(cls, name: str, samples: list[float]) -> "Metric":
+        """Summarise ``samples`` for the declared metric ``name`` (unit and direction come from the table)."""
+        if not samples:
+            raise ValueError(f"metric {name!r} has no samples")
+        from pytest_benchmark.stats import Stats  # pytest-benchmark's own statistics helper
+
+        spec = spec_for(name)
+        values = [float(v) for v in samples]
+        stats = Stats()
+        for v in values:
+            stats.update(v)
+        ordered = sorted(values)
+        return cls(
+            unit=spec.unit,
+            direction=spec.direction,
+            samples=values,
+            n=len(values),
+            mean=stats.mean,
+            median=stats.median,
+            stdev=stats.stddev,
+            min=stats.min,
+            max=stats.max,
+            p90=_percentile(ordered, 0.90),
+            p99=_percentile(ordered, 0.99),
+        )
+
+
+class EnergyInfo(BaseModel):
+    """How the energy figures were obtained.
+
+    method: backend and mode, e.g. ``codecarbon:cpu_load+ram_constant``.
+    estimated: True when no physical meter was read (a model of power, not a measurement).
+    country_iso_code: grid whose carbon intensity gave ``co2_g``.
+    devices: joules per device over all timed rounds; None for a device that could not be read.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    estimated: bool
+    country_iso_code: Optional[str] = None
+    devices: dict[str, Optional[float]] = Field(default_factory=dict)
+    note: Optional[str] = None
+
+
+class VariantRecord(BaseModel):
+    """Every field of the variant that was measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    model: str
+    model_source: str
+    resolved_path: Optional[str] = None
+    precision: str
+    quantization: Optional[str] = None
+    batch_size: int
+    max_new_tokens: int
+    device: str
+    prompts: int
+    trust_remote_code: bool = False
+
+
+class BenchmarkRecord(BaseModel):
+    """One benchmark: one ``llm_benchmark()`` call of one test variant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodeid: str
+    name: str
+    group: Optional[str] = None
+    variant: VariantRecord
+    params: dict[str, str] = Field(default_factory=dict)
+    rounds: int
+    warmup: int
+    metrics: dict[str, Metric]
+    energy: Optional[EnergyInfo] = None
+    tokens_generated: int
+    prompt_tokens: int
+    outcome: Literal["passed", "failed", "error", "skipped", "unknown"] = "unknown"
+    warnings: list[str] = Field(default_factory=list)
+    extra_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadEvent(BaseModel):
+    """One model load in the session (each variant load key should appear once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    load_s: float
+    converted_s: Optional[float] = None
+    ok: bool = True
+    error: Optional[str] = None
+
+
+class CommitInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: Optional[str] = None
+    dirty: Optional[bool] = None
+    branch: Optional[str] = None
+
+
+class MachineInfo(BaseModel):
+    """Where the run happened. Hooks may add fields (extra is allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cpu: str
+    cores_logical: Optional[int] = None
+    ram_bytes: Optional[int] = None
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    os: str
+    python: str
+    hostname: Optional[str] = None
+
+
+class Run(BaseModel):
+    """A whole pytest session's results."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_id: Literal["pytest-llmeff/1"] = Field(SCHEMA_ID, alias="schema")
+    started_at: str
+    finished_at: str
+    machine: MachineInfo
+    versions: dict[str, Optional[str]]
+    commit: CommitInfo
+    pytest_args: list[str] = Field(default_factory=list)
+    loads: list[LoadEvent] = Field(default_factory=list)
+    benchmarks: list[BenchmarkRecord] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def schema_dict() -> dict:
+    """The JSON Schema of a run file, as shipped."""
+    return Run.model_json_schema(by_alias=True, mode="serialization")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers never see a partial file (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_run(run: Run, path: Path) -> Path:
+    atomic_write_text(Path(path), run.to_json() + "\n")
+    return Path(path)
+
+
+def read_run(path: Path) -> Run:
+    """Load a run file; a clear ValueError for anything that is not a pytest-llmeff/1 run."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such results file") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_ID:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: schema {found!r} is not supported; this version reads {SCHEMA_ID!r}")
+    return Run.model_validate(data)

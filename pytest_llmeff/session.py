@@ -1,0 +1,141 @@
+"""Session state: options, the model cache, the energy meter, collected records, and the run file.
+
+Records travel on test reports (``report.llmeff_records``), so the same code gathers them in a plain
+session and on the pytest-xdist controller.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pytest_llmeff.config import DEFAULT_STORAGE, LlmeffConfig
+from pytest_llmeff.results import (BenchmarkRecord, CommitInfo, EnergyInfo, LoadEvent, MachineInfo, Metric, Run,
+                                   VariantRecord, write_run)
+from pytest_llmeff.variants import Variant, sanitize_id
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class LlmeffSession:
+    def __init__(self, options: LlmeffConfig, progress: Callable[[str], None]):
+        self.options = options
+        self.progress = progress
+        self.started_at = utc_now()
+        self.records: list[BenchmarkRecord] = []
+        self.loads: list[LoadEvent] = []
+        self._models = None
+        self._meter = None
+        self.json_written: Optional[Path] = None
+        self.write_error: Optional[str] = None
+
+    # --- lazily built heavy parts -------------------------------------------------------------------
+    @property
+    def models(self):
+        if self._models is None:
+            from pytest_llmeff.backends.cache import ModelCache
+
+            self._models = ModelCache(self.options.cache_dir, self.progress)
+        return self._models
+
+    @property
+    def meter(self):
+        if self._meter is None:
+            from pytest_llmeff.measure.energy import CodeCarbonMeter
+
+            self._meter = CodeCarbonMeter(self.options.country_iso_code)
+        return self._meter
+
+    def close(self) -> None:
+        if self._meter is not None:
+            self._meter.close()
+        if self._models is not None:
+            self._models.release()
+
+    def take_new_loads(self) -> list[LoadEvent]:
+        """Load events not yet handed to a report (each is reported once)."""
+        if self._models is None:
+            return []
+        events = self._models.loads
+        self._models.loads = []
+        return events
+
+    # --- records ------------------------------------------------------------------------------------
+    def add_report_payload(self, report) -> None:
+        for raw in getattr(report, "llmeff_records", None) or []:
+            record = BenchmarkRecord.model_validate_json(raw)
+            record.outcome = report.outcome if report.outcome in ("passed", "failed", "skipped") else "unknown"
+            self.records.append(record)
+        for raw in getattr(report, "llmeff_loads", None) or []:
+            self.loads.append(LoadEvent.model_validate_json(raw))
+
+    def default_json_path(self) -> Path:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        ident = sanitize_id(self.records[0].variant.model) if self.records else "empty"
+        return Path(DEFAULT_STORAGE) / "runs" / f"{stamp}_{ident}.json"
+
+    def build_run(self, machine: dict[str, Any], versions: dict, commit: dict, args: list[str]) -> Run:
+        return Run(
+            started_at=self.started_at, finished_at=utc_now(), machine=MachineInfo(**machine),
+            versions=versions, commit=CommitInfo(**commit), pytest_args=list(args), loads=self.loads,
+            benchmarks=self.records,
+        )
+
+    def write(self, run: Run, rootdir: Path) -> Path:
+        path = self.options.json_path or self.default_json_path()
+        if not path.is_absolute():
+            path = Path(rootdir) / path
+        self.json_written = write_run(run, path)
+        return self.json_written
+
+
+def build_record(*, nodeid: str, name: str, variant: Variant, params: dict[str, Any], rounds: int, warmup: int,
+                 measured, loaded, prompts_count: int, extra_metrics: dict[str, list[float]],
+                 resolved_path: Optional[str]) -> BenchmarkRecord:
+    """Turn the runner's raw samples into a ``BenchmarkRecord`` (stats computed per metric)."""
+    samples = dict(measured.samples)
+    samples["model_bytes"] = [float(loaded.model_bytes)]
+    samples["load_s"] = [float(loaded.load_s)]
+    samples.update(extra_metrics)
+    metrics = {name_: Metric.from_samples(name_, vals) for name_, vals in samples.items() if vals}
+    energy = None
+    if measured.energy is not None:
+        energy = EnergyInfo(method=measured.energy.method, estimated=measured.energy.estimated,
+                            country_iso_code=measured.energy.country_iso_code, devices=measured.energy_devices)
+    return BenchmarkRecord(
+        nodeid=nodeid, name=name, group=variant.group,
+        variant=VariantRecord(
+            id=variant.id, model=variant.model, model_source=variant.model_source, resolved_path=resolved_path,
+            precision=variant.precision, quantization=variant.quantization, batch_size=variant.batch_size,
+            max_new_tokens=variant.max_new_tokens, device=loaded.device, prompts=prompts_count,
+            trust_remote_code=variant.trust_remote_code,
+        ),
+        params={k: str(v) for k, v in params.items()}, rounds=rounds, warmup=warmup, metrics=metrics,
+        energy=energy, tokens_generated=measured.tokens_generated, prompt_tokens=measured.prompt_tokens,
+        warnings=list(measured.warnings),
+        extra_info={"memory_method": measured.memory_method, "flops_total": measured.flops_total,
+                    "steps": measured.steps},
+    )
+
+
+def one_line(record: BenchmarkRecord) -> str:
+    """The ``-v`` line printed under a benchmark test."""
+    m = record.metrics
+
+    def med(name, scale=1.0, fmt="{:.1f}"):
+        return fmt.format(m[name].median * scale) if name in m else "n/a"
+
+    energy = ""
+    if "energy_j_per_tok" in m:
+        tilde = "~" if record.energy and record.energy.estimated else ""
+        energy = f", {tilde}{m['energy_j_per_tok'].median:.3g} J/tok"
+    return (f"{record.variant.id}: {med('throughput_tok_s')} tok/s, ttft {med('ttft_s', 1e3)} ms, "
+            f"tpot {med('tpot_s', 1e3)} ms, peak {med('peak_mem_bytes', 1 / 2**20, '{:.0f}')} MiB{energy}")
+
+
+def payload(records: list[BenchmarkRecord]) -> list[str]:
+    return [r.model_dump_json() for r in records]
+

@@ -1,0 +1,279 @@
+"""Marker kwargs -> validated ``Variant`` list -> readable parameter ids.
+
+Pure Python and pydantic; no torch. Invalid marker arguments become an ``InvalidMarker`` carrying one
+clear message that names the test, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from pytest_llmeff.backends.aliases import ALIASES
+
+MARKER_NAME = "llm_efficiency"
+
+PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16")
+PRECISION_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+QUANTIZATIONS: tuple[Optional[str], ...] = (None,)
+DEVICES_HELP = "auto, cpu, cuda, cuda:N"
+
+MARKER_HELP = (
+    f"{MARKER_NAME}(model, precision='float32', quantization=None, batch_size=1, prompts=None, "
+    "max_new_tokens=32, rounds=None, warmup=None, group=None, device='auto', revision=None, "
+    "trust_remote_code=False): benchmark an LLM; list-valued arguments expand into one test per variant "
+    "(model x precision x quantization x batch_size)."
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+Precision = Literal["float32", "float16", "bfloat16"]
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class MarkerArgs(BaseModel):
+    """The validated arguments of ``@pytest.mark.llm_efficiency``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    model: Union[str, list[str]]
+    precision: Union[Precision, list[Precision]] = "float32"
+    quantization: Union[None, list[None]] = None
+    batch_size: Union[int, list[int]] = 1
+    prompts: Optional[list[str]] = None
+    max_new_tokens: int = 32
+    rounds: Optional[int] = None
+    warmup: Optional[int] = None
+    group: Optional[str] = None
+    device: str = "auto"
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def _models(cls, value):
+        values = _as_list(value)
+        if not values:
+            raise ValueError("model=[] is empty; give at least one model")
+        for v in values:
+            describe_model_source(v)  # raises ValueError with the reason
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _precisions(cls, value):
+        if not _as_list(value):
+            raise ValueError("precision=[] is empty; allowed: " + ", ".join(PRECISIONS))
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, value):
+        values = _as_list(value)
+        if not values:
+            raise ValueError("batch_size=[] is empty; give positive integers")
+        for v in values:
+            if v < 1:
+                raise ValueError(f"batch_size={v!r} is not allowed; batch sizes are integers >= 1")
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, value):
+        if value is not None:
+            if not value:
+                raise ValueError("prompts=[] is empty; give at least one non-empty prompt or leave the default")
+            for i, p in enumerate(value):
+                if not p.strip():
+                    raise ValueError(f"prompts[{i}]={p!r} is blank; prompts must contain text")
+        return value
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _max_new(cls, value):
+        if value < 1:
+            raise ValueError(f"max_new_tokens={value!r} is not allowed; it must be an integer >= 1")
+        return value
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, value):
+        if value is not None and value < 1:
+            raise ValueError(f"rounds={value!r} is not allowed; it must be an integer >= 1")
+        return value
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, value):
+        if value is not None and value < 0:
+            raise ValueError(f"warmup={value!r} is not allowed; it must be an integer >= 0")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device={value!r} is not allowed; allowed: {DEVICES_HELP}")
+        return value
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the expansion: what to load and how to generate.
+
+    batch_size: sequences per generate() call. max_new_tokens: generated tokens per sequence
+    (fixed length: EOS is suppressed during benchmark rounds). rounds/warmup: None means "from options".
+    """
+
+    model: str
+    precision: str
+    quantization: Optional[str]
+    batch_size: int
+    max_new_tokens: int
+    prompts: Optional[tuple[str, ...]]
+    rounds: Optional[int]
+    warmup: Optional[int]
+    group: Optional[str]
+    device: str
+    revision: Optional[str]
+    trust_remote_code: bool
+    id: str = field(default="", compare=False)
+
+    @property
+    def load_key(self) -> str:
+        """Variants with the same load key share one loaded model (batch size does not change the weights)."""
+        parts = [self.model, self.revision or "", self.precision, self.quantization or "none", self.device,
+                 "trc" if self.trust_remote_code else ""]
+        return "|".join(parts)
+
+    @property
+    def model_source(self) -> str:
+        return describe_model_source(self.model)
+
+
+@dataclass(frozen=True)
+class InvalidMarker:
+    """Stands in for the variants of a test whose marker is invalid; its setup fails with ``message``."""
+
+    message: str
+    id: str = "llmeff-invalid"
+
+
+def describe_model_source(model: str) -> str:
+    """Classify ``model`` as alias, directory, gguf or hub; ValueError naming the value when it is none of them."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model={model!r} is empty; give an alias ({', '.join(ALIASES)}), a directory, "
+                         "a .gguf file or a cached hub id")
+    if model in ALIASES:
+        return "alias"
+    expanded = Path(os.path.expanduser(model))
+    if model.endswith(".gguf"):
+        if expanded.is_file():
+            return "gguf"
+        raise ValueError(f"model={model!r}: no such .gguf file")
+    if expanded.is_dir():
+        return "directory"
+    looks_like_path = model.startswith((".", "/", "~")) or os.sep + os.sep in model or expanded.exists()
+    if not looks_like_path and _HUB_ID.match(model):
+        return "hub"
+    if looks_like_path:
+        raise ValueError(f"model={model!r}: no such directory")
+    raise ValueError(
+        f"model={model!r} is not a built-in alias ({', '.join(ALIASES)}), an existing directory, "
+        "a .gguf file, or a hub id of the form 'org/name'"
+    )
+
+
+def _short_model_name(model: str) -> str:
+    if model in ALIASES:
+        return model
+    name = Path(model.rstrip("/")).name
+    if name.endswith(".gguf"):
+        name = name[: -len(".gguf")]
+    return name.lower()
+
+
+def sanitize_id(text: str) -> str:
+    """Make ``text`` safe as a test id and as part of a file name: [A-Za-z0-9._-] only, no leading dots."""
+    cleaned = _ID_UNSAFE.sub("-", text).strip("-")
+    cleaned = cleaned.lstrip(".")
+    return cleaned or "x"
+
+
+def variant_id(model: str, precision: str, quantization: Optional[str], batch_size: int) -> str:
+    parts = [_short_model_name(model), PRECISION_SHORT.get(precision, precision)]
+    if quantization:
+        parts.append(quantization)
+    parts.append(f"b{batch_size}")
+    return sanitize_id("-".join(parts))
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            lines.append(msg[len("Value error, "):])
+            continue
+        field_name = str(err["loc"][0]) if err["loc"] else "?"
+        bad = err.get("input")
+        if field_name == "precision":
+            lines.append(f"precision={bad!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
+        elif field_name == "quantization":
+            lines.append(f"quantization={bad!r} is not supported yet; allowed: None")
+        elif field_name in ("batch_size", "max_new_tokens", "rounds", "warmup"):
+            lines.append(f"{field_name}={bad!r} is not allowed; it must be an integer")
+        else:
+            lines.append(f"{loc}={bad!r}: {msg}")
+    # pydantic reports each union branch; keep each distinct line once
+    return "; ".join(dict.fromkeys(lines))
+
+
+def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], InvalidMarker]:
+    """Validate marker arguments and expand them into the cartesian product of their list arguments."""
+    allowed = list(MarkerArgs.model_fields)
+    if args:
+        return InvalidMarker(f"positional arguments {args!r} are not accepted; use keywords: {', '.join(allowed)}")
+    unknown = [k for k in kwargs if k not in MarkerArgs.model_fields]
+    if unknown:
+        return InvalidMarker(
+            f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    if "model" not in kwargs:
+        return InvalidMarker("model= is required (an alias such as 'smollm2-135m', a directory, a .gguf file "
+                             "or a cached hub id)")
+    normalized = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    try:
+        args_ = MarkerArgs(**normalized)
+    except ValidationError as exc:
+        return InvalidMarker(_format_validation_error(exc))
+
+    prompts = tuple(args_.prompts) if args_.prompts is not None else None
+    variants = []
+    for model, precision, quantization, batch in itertools.product(
+        _as_list(args_.model), _as_list(args_.precision), _as_list(args_.quantization), _as_list(args_.batch_size)
+    ):
+        variants.append(Variant(
+            model=model, precision=precision, quantization=quantization, batch_size=batch,
+            max_new_tokens=args_.max_new_tokens, prompts=prompts, rounds=args_.rounds, warmup=args_.warmup,
+            group=args_.group, device=args_.device, revision=args_.revision,
+            trust_remote_code=args_.trust_remote_code,
+            id=variant_id(model, precision, quantization, batch),
+        ))
+    ids = [v.id for v in variants]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        return InvalidMarker(f"the expansion repeats variant ids {', '.join(dupes)}; remove duplicate list entries")
+    return variants
