@@ -57,12 +57,16 @@ class CodeCarbonMeter:
                 logging.getLogger(name).setLevel(logging.ERROR)
             from codecarbon import OfflineEmissionsTracker
 
-            with contextlib.redirect_stdout(None):
+            previous_disable = logging.root.manager.disable
+            logging.disable(logging.WARNING)  # CodeCarbon warns about "multiple instances" at every init
+            try:
                 tracker = OfflineEmissionsTracker(
                     country_iso_code=self.country_iso_code, output_methods=[], log_level="error",
                     measure_power_secs=1, allow_multiple_runs=True,
                 )
                 tracker.start()
+            finally:
+                logging.disable(previous_disable)
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
             self._tracker = tracker
             return True
@@ -82,11 +86,12 @@ class CodeCarbonMeter:
         return "codecarbon:" + ",".join(modes)
 
     def begin(self) -> float:
-        start = time.perf_counter()
         if self._ensure():
             self._task += 1
+            start = time.perf_counter()
             self._tracker.start_task(f"llmeff-{self._task}")
-        return start
+            return start
+        return time.perf_counter()
 
     def end(self, start: float) -> Measurement:
         if self._tracker is None:
@@ -94,11 +99,9 @@ class CodeCarbonMeter:
         data = self._tracker.stop_task()
         duration = time.perf_counter() - start
         energy_j = float(data.energy_consumed) * KWH_TO_J
-        devices = {
-            "cpu": float(data.cpu_energy) * KWH_TO_J,
-            "ram": float(data.ram_energy) * KWH_TO_J,
-            "gpu": float(data.gpu_energy) * KWH_TO_J if self._has_gpu() else None,
-        }
+        devices = {"cpu": float(data.cpu_energy) * KWH_TO_J, "ram": float(data.ram_energy) * KWH_TO_J}
+        if self._has_gpu():
+            devices["gpu"] = float(data.gpu_energy) * KWH_TO_J
         return Measurement(energy_j=energy_j, duration_s=duration, method=self.method,
                            estimated=True,  # CodeCarbon models power here; real meters come with their own backends
                            co2_g=float(data.emissions) * 1000.0, country_iso_code=self.country_iso_code,
