@@ -121,6 +121,7 @@ def _is_benchmark(item) -> bool:
     return any(name in getattr(item, "fixturenames", ()) for name in _BENCH_FIXTURES)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     options = config.stash[SESSION_KEY].options
     if options.only:

@@ -144,6 +144,7 @@ class LoadEvent(BaseModel):
     key: str
     load_s: float
     converted_s: Optional[float] = None
+    worker: Optional[str] = None  # pytest-xdist worker id; None in a plain session
     ok: bool = True
     error: Optional[str] = None
 
@@ -231,3 +232,11 @@ def read_run(path: Path) -> Run:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: schema {found!r} is not supported; this version reads {SCHEMA_ID!r}")
     return Run.model_validate(data)
+
+
+SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "run-1.schema.json"
+
+
+def schema_text() -> str:
+    """The JSON Schema text as it must be shipped in ``SCHEMA_FILE`` (regenerate with ``llmeff schema --write``)."""
+    return json.dumps(schema_dict(), indent=2, sort_keys=True) + "\n"

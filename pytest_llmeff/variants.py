@@ -205,8 +205,9 @@ def _short_model_name(model: str) -> str:
 
 def sanitize_id(text: str) -> str:
     """Make ``text`` safe as a test id and as part of a file name: [A-Za-z0-9._-] only, no leading dots."""
-    cleaned = _ID_UNSAFE.sub("-", text).strip("-")
-    cleaned = cleaned.lstrip(".")
+    cleaned = _ID_UNSAFE.sub("-", text)
+    cleaned = re.sub(r"\.{2,}", "-", cleaned)
+    cleaned = re.sub(r"-{2,}", "-", cleaned).strip("-.")
     return cleaned or "x"
 
 

@@ -5,6 +5,7 @@ A variant that failed to load is remembered, so its other tests fail at once wit
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -36,10 +37,12 @@ class ModelCache:
             loaded = load(variant, self.cache_root, self.progress)
         except ModelSourceError as exc:
             self._failed[key] = str(exc)
-            self.loads.append(LoadEvent(key=key, load_s=0.0, ok=False, error=str(exc)))
+            self.loads.append(LoadEvent(key=key, load_s=0.0, ok=False, error=str(exc),
+                                        worker=os.environ.get("PYTEST_XDIST_WORKER")))
             raise
         self._key, self._loaded = key, loaded
-        self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s))
+        self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s,
+                                    worker=os.environ.get("PYTEST_XDIST_WORKER")))
         if self.progress:
             self.progress(f"loaded {variant.model} {variant.precision} on {loaded.device} in {loaded.load_s:.2f} s")
         return loaded

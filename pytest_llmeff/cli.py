@@ -1,0 +1,73 @@
+"""``llmeff``: the command line over stored results.
+
+    llmeff show RUN.json [RUN.json ...]   print the comparison table of stored runs
+    llmeff list [DIR]                     list the run files under DIR (default .llmeff/runs)
+    llmeff schema [--write]               print (or rewrite the shipped copy of) the JSON Schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pytest_llmeff.config import DEFAULT_STORAGE
+from pytest_llmeff.results import SCHEMA_FILE, atomic_write_text, read_run, schema_text
+
+
+def _show(paths: list[str]) -> int:
+    from pytest_llmeff.report.terminal import render
+
+    status = 0
+    for p in paths:
+        try:
+            run = read_run(Path(p))
+        except ValueError as exc:
+            print(f"llmeff: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"{p}: {run.started_at} .. {run.finished_at}, commit {run.commit.id} "
+              f"{'(dirty)' if run.commit.dirty else ''}, {run.machine.cpu}")
+        print(render(run.benchmarks) or "no benchmarks in this run")
+    return status
+
+
+def _list(directory: str) -> int:
+    root = Path(directory)
+    files = sorted(root.glob("*.json")) if root.is_dir() else []
+    if not files:
+        print(f"llmeff: no run files in {root}", file=sys.stderr)
+        return 1
+    for f in files:
+        try:
+            run = read_run(f)
+            print(f"{f}  {run.started_at}  {len(run.benchmarks)} benchmark(s)")
+        except ValueError as exc:
+            print(f"{f}  unreadable: {exc}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmeff", description="pytest-llmeff stored results")
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("show", help="print the table of one or more run files")
+    show.add_argument("paths", nargs="+")
+    lst = sub.add_parser("list", help="list stored run files")
+    lst.add_argument("directory", nargs="?", default=str(Path(DEFAULT_STORAGE) / "runs"))
+    schema = sub.add_parser("schema", help="print the JSON Schema of run files")
+    schema.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_FILE.name} in the package")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        return _show(args.paths)
+    if args.command == "list":
+        return _list(args.directory)
+    if args.write:
+        atomic_write_text(SCHEMA_FILE, schema_text())
+        print(f"wrote {SCHEMA_FILE}")
+    else:
+        sys.stdout.write(schema_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Shared test setup: a tiny model cache built once per test session, and pytester."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """A model cache holding the built tiny-random-llama (built once per test session)."""
+    from pytest_llmeff.backends.builtin import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("llmeff-cache")
+    build_tiny_llama(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cache):
+    """The tiny model loaded in float32 on CPU (a LoadedModel)."""
+    from pytest_llmeff.backends.hf import load
+    from pytest_llmeff.variants import expand
+
+    return load(expand({"model": "tiny-random-llama"})[0], tiny_cache)
+
+
+@pytest.fixture
+def llmeff_pytester(pytester, tiny_cache, monkeypatch):
+    """pytester whose sessions use the prebuilt tiny model cache, offline, with few rounds by default."""
+    monkeypatch.setenv("LLMEFF_CACHE_DIR", str(tiny_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(pytester.path / "hf-home"))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    return pytester
+
+
+def run_json(pytester, *args):
+    """Run pytest in-process with reporting to a known JSON path; return (result, parsed JSON or None)."""
+    import json
+
+    out = pytester.path / "out.json"
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--llmeff-json={out}", *args)
+    data = json.loads(out.read_text()) if out.exists() else None
+    return result, data
+
+
+@pytest.fixture
+def run_with_json():
+    return run_json
+
+
+def pytest_collection_modifyitems(items):
+    # keep heavy subprocess-based checks last so failures in fast unit tests show first
+    items.sort(key=lambda i: 1 if i.get_closest_marker("slow") else 0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: spawns subprocesses or loads a bigger model")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,90 @@
+"""Marker validation and expansion (pure, no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_llmeff.variants import InvalidMarker, Variant, expand, sanitize_id, variant_id
+
+
+def test_cartesian_product_and_readable_ids():
+    variants = expand({"model": "tiny-random-llama", "precision": ["float32", "bfloat16"], "batch_size": [1, 4]})
+    assert isinstance(variants, list)
+    assert [v.id for v in variants] == [
+        "tiny-random-llama-fp32-b1", "tiny-random-llama-fp32-b4",
+        "tiny-random-llama-bf16-b1", "tiny-random-llama-bf16-b4",
+    ]
+    assert all(isinstance(v, Variant) for v in variants)
+    assert variants[0].max_new_tokens == 32 and variants[0].quantization is None
+
+
+def test_batch_size_does_not_change_the_load_key():
+    a, b = expand({"model": "tiny-random-llama", "batch_size": [1, 4]})
+    assert a.load_key == b.load_key
+    c, d = expand({"model": "tiny-random-llama", "precision": ["float32", "float16"]})
+    assert c.load_key != d.load_key
+
+
+def test_scalars_and_tuples_are_accepted():
+    variants = expand({"model": ("tiny-random-llama",), "precision": "float16", "batch_size": 2})
+    assert [v.id for v in variants] == ["tiny-random-llama-fp16-b2"]
+
+
+def _error(kwargs) -> str:
+    result = expand(kwargs)
+    assert isinstance(result, InvalidMarker), f"{kwargs} was accepted"
+    return result.message
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"model": "tiny-random-llama", "precison": "float32"}, "unknown argument 'precison'; allowed: model, precision"),
+        ({"model": "tiny-random-llama", "precision": "float8"}, "precision='float8' is not allowed; allowed: float32, float16, bfloat16"),
+        ({"model": "tiny-random-llama", "precision": ["float32", "int4"]}, "precision='int4' is not allowed"),
+        ({"model": "tiny-random-llama", "batch_size": 0}, "batch_size=0 is not allowed; batch sizes are integers >= 1"),
+        ({"model": "tiny-random-llama", "batch_size": [2, -1]}, "batch_size=-1 is not allowed"),
+        ({"model": "tiny-random-llama", "batch_size": 1.5}, "batch_size=1.5 is not allowed; it must be an integer"),
+        ({"model": "tiny-random-llama", "prompts": []}, "prompts=[] is empty"),
+        ({"model": "tiny-random-llama", "prompts": ["ok", "  "]}, "prompts[1]='  ' is blank"),
+        ({"model": "./no/such/dir"}, "model='./no/such/dir': no such directory"),
+        ({"model": "missing.gguf"}, "model='missing.gguf': no such .gguf file"),
+        ({"model": "not a model"}, "is not a built-in alias (smollm2-135m, tiny-random-llama)"),
+        ({"model": "tiny-random-llama", "rounds": 2.5}, "rounds=2.5 is not allowed; it must be an integer"),
+        ({"model": "tiny-random-llama", "rounds": "3"}, "rounds='3' is not allowed; it must be an integer"),
+        ({"model": "tiny-random-llama", "rounds": 0}, "rounds=0 is not allowed; it must be an integer >= 1"),
+        ({"model": "tiny-random-llama", "warmup": -1}, "warmup=-1 is not allowed"),
+        ({"model": "tiny-random-llama", "quantization": "nf4"}, "quantization='nf4' is not supported yet; allowed: None"),
+        ({"model": "tiny-random-llama", "device": "tpu"}, "device='tpu' is not allowed; allowed: auto, cpu, cuda, cuda:N"),
+        ({"precision": "float32"}, "model= is required"),
+        ({"model": "tiny-random-llama", "batch_size": [1, 1]}, "repeats variant ids tiny-random-llama-fp32-b1"),
+    ],
+)
+def test_bad_marker_arguments_name_the_value_and_what_is_allowed(kwargs, expected):
+    assert expected in _error(kwargs)
+
+
+def test_positional_arguments_are_refused():
+    result = expand({}, ("tiny-random-llama",))
+    assert isinstance(result, InvalidMarker) and "use keywords" in result.message
+
+
+def test_model_sources(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "w.gguf").write_bytes(b"GGUF")
+    assert expand({"model": str(tmp_path / "m")})[0].model_source == "directory"
+    assert expand({"model": str(tmp_path / "w.gguf")})[0].model_source == "gguf"
+    assert expand({"model": "HuggingFaceTB/SmolLM2-135M"})[0].model_source == "hub"
+    assert expand({"model": "smollm2-135m"})[0].model_source == "alias"
+    assert expand({"model": str(tmp_path / "w.gguf")})[0].id == "w-fp32-b1"
+
+
+@pytest.mark.parametrize("raw, clean", [("../../etc/passwd", "etc-passwd"), ("a b/c", "a-b-c"), ("...", "x"),
+                                        ("ok-1.2_x", "ok-1.2_x")])
+def test_sanitize_id_blocks_path_tricks(raw, clean):
+    assert sanitize_id(raw) == clean
+    assert "/" not in sanitize_id(raw) and not sanitize_id(raw).startswith(".")
+
+
+def test_variant_id_includes_quantization_when_set():
+    assert variant_id("smollm2-135m", "bfloat16", "nf4", 4) == "smollm2-135m-bf16-nf4-b4"
