@@ -11,24 +11,17 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-_REGISTERED = False
-
-
 def register_missing_formulas() -> None:
-    """Register FLOP formulas for ops FlopCounterMode leaves at 0 (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Register FLOP formulas for ops FlopCounterMode leaves at 0. Idempotent: it checks torch's own
+    registry (not a flag of ours), so it also holds when torch's flop_counter module is re-imported."""
     import torch
-    from torch.utils.flop_counter import register_flop_formula, sdpa_flop_count
+    from torch.utils import flop_counter
 
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_sdpa is not None:
-        @register_flop_formula(cpu_sdpa, get_raw=True)
+    if cpu_sdpa is not None and cpu_sdpa not in flop_counter.flop_registry:
+        @flop_counter.register_flop_formula(cpu_sdpa, get_raw=True)
         def _cpu_sdpa_flop(query, key, value, *args, out_val=None, **kwargs) -> int:
-            return sdpa_flop_count(query.shape, key.shape, value.shape)
-
-    _REGISTERED = True
+            return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
 
 
 @dataclass
