@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from dataclasses import dataclass
 
 DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 1
@@ -56,29 +56,26 @@ class UsageProblem(ValueError):
     """A bad option or ini value; the message names it and what is allowed."""
 
 
-class LlmeffConfig(BaseModel):
-    """The resolved options of one session."""
+@dataclass(frozen=True)
+class LlmeffConfig:
+    """The resolved options of one session (validated in ``resolve``).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A plain dataclass rather than a pydantic model on purpose: the plugin resolves its options in EVERY pytest
+    run of the environment, and importing pydantic there would cost every run ~60 ms. pydantic validates
+    the marker arguments and the result schema, which load only when a benchmark is collected or recorded.
+    """
 
+    cache_dir: Path
     report: bool = False
     json_path: Optional[Path] = None
-    rounds: Optional[int] = None  # None: marker, else DEFAULT_ROUNDS
+    rounds: Optional[int] = None  # None: marker, else ini, else DEFAULT_ROUNDS
     warmup: Optional[int] = None
     ini_rounds: Optional[int] = None
     ini_warmup: Optional[int] = None
     skip: bool = False
     only: bool = False
-    cache_dir: Path
     reorder: bool = True
     country_iso_code: str = "USA"
-
-    @field_validator("country_iso_code")
-    @classmethod
-    def _country(cls, value: str) -> str:
-        if len(value) != 3 or not value.isalpha():
-            raise ValueError(f"country {value!r} is not an ISO 3166 alpha-3 code such as USA, FRA, DEU")
-        return value.upper()
 
     def rounds_for(self, marker_rounds: Optional[int]) -> int:
         for v in (self.rounds, marker_rounds, self.ini_rounds):
@@ -140,16 +137,15 @@ def resolve(pytest_config) -> LlmeffConfig:
     ini_warmup = _int_value("llmeff_warmup (ini)", ini("llmeff_warmup"), 0)
     cache = text("llmeff_cache_dir") or os.environ.get(CACHE_ENV) or str(default_cache_dir())
     json_path = text("llmeff_json")
-    try:
-        return LlmeffConfig(
-            report=flag("llmeff_report") or bool(json_path),
-            json_path=Path(json_path) if json_path else None,
-            rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
-            skip=flag("llmeff_skip"), only=flag("llmeff_only"),
-            cache_dir=Path(os.path.expanduser(cache)),
-            reorder=not flag("llmeff_no_reorder"),
-            country_iso_code=text("llmeff_country") or "USA",
-        )
-    except ValidationError as exc:
-        msgs = [e["msg"].removeprefix("Value error, ") for e in exc.errors()]
-        raise UsageProblem("; ".join(msgs)) from None
+    country = (text("llmeff_country") or "USA").strip()
+    if len(country) != 3 or not country.isalpha():
+        raise UsageProblem(f"country {country!r} is not an ISO 3166 alpha-3 code such as USA, FRA, DEU")
+    return LlmeffConfig(
+        report=flag("llmeff_report") or bool(json_path),
+        json_path=Path(json_path) if json_path else None,
+        rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
+        skip=flag("llmeff_skip"), only=flag("llmeff_only"),
+        cache_dir=Path(os.path.expanduser(cache)),
+        reorder=not flag("llmeff_no_reorder"),
+        country_iso_code=country.upper(),
+    )

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pytest_llmeff.config import DEFAULT_STORAGE, LlmeffConfig
-from pytest_llmeff.results import (BenchmarkRecord, CommitInfo, EnergyInfo, LoadEvent, MachineInfo, Metric, Run,
-                                   VariantRecord, write_run)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pydantic models load only when a benchmark is recorded
+    from pytest_llmeff.results import BenchmarkRecord, LoadEvent, Run
 from pytest_llmeff.variants import Variant, sanitize_id
 
 
@@ -65,6 +67,11 @@ class LlmeffSession:
 
     # --- records ------------------------------------------------------------------------------------
     def add_report_payload(self, report) -> None:
+        raws, loads = getattr(report, "llmeff_records", None), getattr(report, "llmeff_loads", None)
+        if not raws and not loads:
+            return
+        from pytest_llmeff.results import BenchmarkRecord, LoadEvent
+
         for raw in getattr(report, "llmeff_records", None) or []:
             record = BenchmarkRecord.model_validate_json(raw)
             record.outcome = report.outcome if report.outcome in ("passed", "failed", "skipped") else "unknown"
@@ -78,6 +85,8 @@ class LlmeffSession:
         return Path(DEFAULT_STORAGE) / "runs" / f"{stamp}_{ident}.json"
 
     def build_run(self, machine: dict[str, Any], versions: dict, commit: dict, args: list[str]) -> Run:
+        from pytest_llmeff.results import CommitInfo, MachineInfo, Run
+
         return Run(
             started_at=self.started_at, finished_at=utc_now(), machine=MachineInfo(**machine),
             versions=versions, commit=CommitInfo(**commit), pytest_args=list(args), loads=self.loads,
@@ -85,6 +94,8 @@ class LlmeffSession:
         )
 
     def write(self, run: Run, rootdir: Path) -> Path:
+        from pytest_llmeff.results import write_run
+
         path = self.options.json_path or self.default_json_path()
         if not path.is_absolute():
             path = Path(rootdir) / path
@@ -96,6 +107,8 @@ def build_record(*, nodeid: str, name: str, variant: Variant, params: dict[str, 
                  measured, loaded, prompts_count: int, extra_metrics: dict[str, list[float]],
                  resolved_path: Optional[str]) -> BenchmarkRecord:
     """Turn the runner's raw samples into a ``BenchmarkRecord`` (stats computed per metric)."""
+    from pytest_llmeff.results import BenchmarkRecord, EnergyInfo, Metric, VariantRecord
+
     samples = dict(measured.samples)
     samples["model_bytes"] = [float(loaded.model_bytes)]
     samples["load_s"] = [float(loaded.load_s)]

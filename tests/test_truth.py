@@ -96,19 +96,22 @@ def test_ttft_matches_an_independent_one_token_generate(prefill_heavy_model):
     m = prefill_heavy_model
     prompts = [" ".join(["the ferryman counted the boats on the pier"] * 40)] * 4
     inputs = m.encode(prompts)
-    measured = runner.run(m, prompts, batch_size=4, max_new_tokens=6, rounds=7, warmup=1, meter=None,
-                          count_flops=False)
-    one_token = []
-    for _ in range(7):
+    m.generate_ids(inputs, 1)  # warm-up
+    ttfts, latencies, one_token = [], [], []
+    for _ in range(9):  # alternate the two measurements so that machine noise hits both alike
+        measured = runner.run(m, prompts, batch_size=4, max_new_tokens=6, rounds=1, warmup=0, meter=None,
+                              count_flops=False)
+        ttfts += measured.samples["ttft_s"]
+        latencies += measured.samples["latency_s"]
         t0 = time.perf_counter()
         m.generate_ids(inputs, 1)
         one_token.append(time.perf_counter() - t0)
-    ttft = statistics.median(measured.samples["ttft_s"])
+    ttft = statistics.median(ttfts)
     independent = statistics.median(one_token)
     print(f"ttft {ttft * 1e3:.2f} ms vs one-token generate {independent * 1e3:.2f} ms")
     assert ttft == pytest.approx(independent, rel=0.10), (ttft, independent)
     # and TTFT is a real part of the latency, not the whole of it
-    assert ttft < statistics.median(measured.samples["latency_s"])
+    assert ttft < statistics.median(latencies)
 
 
 # --- FLOPs -----------------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""The schema of ``@pytest.mark.llm_efficiency`` arguments (pydantic), imported only when a marker is expanded."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from pytest_llmeff.variants import DEVICES_HELP, PRECISIONS, as_list, describe_model_source
+
+Precision = Literal["float32", "float16", "bfloat16"]
+
+
+class MarkerArgs(BaseModel):
+    """The validated arguments of ``@pytest.mark.llm_efficiency``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    model: Union[str, list[str]]
+    precision: Union[Precision, list[Precision]] = "float32"
+    quantization: Union[None, list[None]] = None
+    batch_size: Union[int, list[int]] = 1
+    prompts: Optional[list[str]] = None
+    max_new_tokens: int = 32
+    rounds: Optional[int] = None
+    warmup: Optional[int] = None
+    group: Optional[str] = None
+    device: str = "auto"
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def _models(cls, value):
+        values = as_list(value)
+        if not values:
+            raise ValueError("model=[] is empty; give at least one model")
+        for v in values:
+            describe_model_source(v)  # raises ValueError with the reason
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _precisions(cls, value):
+        if not as_list(value):
+            raise ValueError("precision=[] is empty; allowed: " + ", ".join(PRECISIONS))
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, value):
+        values = as_list(value)
+        if not values:
+            raise ValueError("batch_size=[] is empty; give positive integers")
+        for v in values:
+            if v < 1:
+                raise ValueError(f"batch_size={v!r} is not allowed; batch sizes are integers >= 1")
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, value):
+        if value is not None:
+            if not value:
+                raise ValueError("prompts=[] is empty; give at least one non-empty prompt or leave the default")
+            for i, p in enumerate(value):
+                if not p.strip():
+                    raise ValueError(f"prompts[{i}]={p!r} is blank; prompts must contain text")
+        return value
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _max_new(cls, value):
+        if value < 1:
+            raise ValueError(f"max_new_tokens={value!r} is not allowed; it must be an integer >= 1")
+        return value
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, value):
+        if value is not None and value < 1:
+            raise ValueError(f"rounds={value!r} is not allowed; it must be an integer >= 1")
+        return value
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, value):
+        if value is not None and value < 0:
+            raise ValueError(f"warmup={value!r} is not allowed; it must be an integer >= 0")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device={value!r} is not allowed; allowed: {DEVICES_HELP}")
+        return value
+
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            lines.append(msg[len("Value error, "):])
+            continue
+        field_name = str(err["loc"][0]) if err["loc"] else "?"
+        bad = err.get("input")
+        if field_name == "precision":
+            lines.append(f"precision={bad!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
+        elif field_name == "quantization":
+            lines.append(f"quantization={bad!r} is not supported yet; allowed: None")
+        elif field_name in ("batch_size", "max_new_tokens", "rounds", "warmup"):
+            lines.append(f"{field_name}={bad!r} is not allowed; it must be an integer")
+        else:
+            lines.append(f"{loc}={bad!r}: {msg}")
+    # pydantic reports each union branch; keep each distinct line once
+    return "; ".join(dict.fromkeys(lines))

@@ -1,0 +1,90 @@
+"""The result schema, its shipped JSON Schema, reading run files, the table, and the llmeff CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_llmeff import cli
+from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.report.terminal import render
+from pytest_llmeff.results import (SCHEMA_FILE, BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord,
+                                   read_run, schema_text, write_run)
+
+
+def test_shipped_schema_is_generated_from_the_models():
+    assert SCHEMA_FILE.read_text() == schema_text(), "regenerate with: llmeff schema --write"
+
+
+def test_metric_stats_from_samples():
+    m = Metric.from_samples("ttft_s", [0.3, 0.1, 0.2, 0.4])
+    assert (m.unit, m.direction, m.n) == ("s", "lower", 4)
+    assert m.median == pytest.approx(0.25) and m.mean == pytest.approx(0.25)
+    assert m.min == 0.1 and m.max == 0.4
+    assert m.stdev == pytest.approx(0.1290994, rel=1e-6)  # sample stdev (n-1)
+    assert m.p90 == pytest.approx(0.37) and m.p99 == pytest.approx(0.397)
+    one = Metric.from_samples("load_s", [2.0])
+    assert one.stdev == 0.0 and one.p99 == 2.0
+    with pytest.raises(KeyError, match="unknown metric 'speed'; known metrics: .*throughput_tok_s"):
+        Metric.from_samples("speed", [1.0])
+
+
+def test_every_metric_name_carries_its_unit():
+    suffix = {"s": "_s", "tok/s": "_tok_s", "B": "_bytes", "J": "_j", "J/tok": "_j_per_tok", "g": "_g",
+              "FLOP/tok": "_per_tok", "TFLOP/s": "flops", "ratio": ""}
+    for name, spec in METRICS.items():
+        assert name.endswith(suffix[spec.unit]), (name, spec.unit)
+
+
+def _record(precision, tps, estimated=True, outcome="passed"):
+    return BenchmarkRecord(
+        nodeid=f"t.py::test[{precision}]", name=f"test[{precision}]", group="g",
+        variant=VariantRecord(id=f"m-{precision}-b1", model="m", model_source="alias", precision=precision,
+                              batch_size=1, max_new_tokens=4, device="cpu", prompts=1),
+        rounds=2, warmup=0, tokens_generated=4, prompt_tokens=3, outcome=outcome,
+        metrics={"throughput_tok_s": Metric.from_samples("throughput_tok_s", tps),
+                 "energy_j_per_tok": Metric.from_samples("energy_j_per_tok", [0.5, 0.7])},
+        energy=EnergyInfo(method="codecarbon:cpu=cpu_load", estimated=estimated),
+    )
+
+
+def test_table_marks_the_best_by_direction_and_estimates():
+    text = render([_record("float32", [10.0, 12.0]), _record("bfloat16", [20.0, 22.0])])
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("test ")}
+    assert "21.0 ± 1.4 *" in rows["bfloat16"] and "11.0 ± 1.4 *" not in rows["float32"]
+    assert "~0.600 ± 0.141" in rows["float32"]
+    assert "model: m   group: g" in text
+    measured = render([_record("float32", [10.0, 12.0], estimated=False)])
+    assert "~" not in measured.split("median")[0]
+
+
+def test_write_read_roundtrip_and_bad_files(tmp_path):
+    run = Run(started_at="a", finished_at="b", machine={"cpu": "x", "os": "y", "python": "3"}, versions={},
+              commit={"id": None}, benchmarks=[_record("float32", [1.0, 2.0])])
+    path = write_run(run, tmp_path / "deep" / "run.json")
+    assert read_run(path) == run
+    assert json.loads(path.read_text())["schema"] == "pytest-llmeff/1"
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        read_run(tmp_path / "bad.json")
+    (tmp_path / "future.json").write_text(json.dumps({"schema": "pytest-llmeff/9"}))
+    with pytest.raises(ValueError, match="schema 'pytest-llmeff/9' is not supported; this version reads"):
+        read_run(tmp_path / "future.json")
+    with pytest.raises(ValueError, match="no such results file"):
+        read_run(tmp_path / "missing.json")
+
+
+def test_cli_show_list_and_schema(tmp_path, capsys):
+    run = Run(started_at="2026-01-01", finished_at="2026-01-01", machine={"cpu": "x", "os": "y", "python": "3"},
+              versions={}, commit={"id": "abc", "dirty": True}, benchmarks=[_record("float32", [1.0, 2.0])])
+    write_run(run, tmp_path / "runs" / "r1.json")
+    assert cli.main(["show", str(tmp_path / "runs" / "r1.json")]) == 0
+    out = capsys.readouterr().out
+    assert "commit abc (dirty)" in out and "float32" in out and "tok/s" in out
+    assert cli.main(["list", str(tmp_path / "runs")]) == 0
+    assert "1 benchmark(s)" in capsys.readouterr().out
+    assert cli.main(["show", str(tmp_path / "nope.json")]) == 2
+    assert "no such results file" in capsys.readouterr().err
+    assert cli.main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "Run"
