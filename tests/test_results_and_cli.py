@@ -88,3 +88,14 @@ def test_cli_show_list_and_schema(tmp_path, capsys):
     assert "no such results file" in capsys.readouterr().err
     assert cli.main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Run"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    test_cmd = readme.split("**The tests**", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    assert test_cmd.startswith("python3 -m venv")
+    assert test_cmd in ci, "the README's test command must appear verbatim in .ci/run"
