@@ -61,6 +61,15 @@ def register_metric(spec: MetricSpec) -> None:
     METRICS[spec.name] = spec
 
 
+def reset_user_metrics() -> None:
+    """Forget metrics added by ``register_metric`` (called when a pytest session ends)."""
+    METRICS.clear()
+    METRICS.update({spec.name: spec for spec in _TABLE})
+
+
+BUILTIN_METRICS: tuple[MetricSpec, ...] = _TABLE
+
+
 def spec_for(name: str) -> MetricSpec:
     """The declaration of ``name``; a clear error listing the known names otherwise."""
     try:

@@ -96,6 +96,12 @@ def pytest_configure(config):
     config.pluginmanager.register(_ReportCollector(config), "llmeff-report-collector")
 
 
+def pytest_unconfigure(config):
+    from pytest_llmeff.metrics import reset_user_metrics
+
+    reset_user_metrics()
+
+
 def pytest_generate_tests(metafunc):
     marker = metafunc.definition.get_closest_marker(MARKER_NAME)
     if marker is None:

@@ -313,15 +313,18 @@ def test_hooks_extend_machine_info_and_add_custom_metrics(llmeff_pytester, run_w
     llmeff_pytester.makepyfile(test_h="""
         import pytest
         @pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=2, rounds=1, warmup=0)
-        def test_x(llm_benchmark):
+        def test_x(llm_benchmark, llm_model):
             r = llm_benchmark()
-            assert r.metrics["vocab_tokens"].median == len(r.metrics) * 0 + r.metrics["vocab_tokens"].max
+            assert r.metrics["vocab_tokens"].samples == [float(len(llm_model.tokenizer))]
     """)
     result, data = run_with_json(llmeff_pytester)
     result.assert_outcomes(passed=1)
     assert data["machine"]["rack"] == "B7"
     metric = data["benchmarks"][0]["metrics"]["vocab_tokens"]
     assert metric["unit"] == "tok" and metric["median"] > 100
+    from pytest_llmeff.metrics import METRICS
+
+    assert "vocab_tokens" not in METRICS  # user metrics belong to their session only
 
 
 def test_energy_and_flops_fixtures_in_a_user_test(llmeff_pytester):
@@ -336,6 +339,14 @@ def test_energy_and_flops_fixtures_in_a_user_test(llmeff_pytester):
     """)
     result = llmeff_pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_fixtures_without_the_marker_say_what_is_missing(llmeff_pytester):
+    llmeff_pytester.makepyfile(test_nomark="def test_x(llm_model):\n    pass\n")
+    result = llmeff_pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_nomark.py::test_x uses the llmeff fixtures without "
+                                 "@pytest.mark.llm_efficiency(model=...)*"])
 
 
 def test_no_benchmarks_no_report_noise(llmeff_pytester):
