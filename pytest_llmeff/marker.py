@@ -69,25 +69,12 @@ class MarkerArgs(BaseModel):
                     raise ValueError(f"prompts[{i}]={p!r} is blank; prompts must contain text")
         return value
 
-    @field_validator("max_new_tokens")
+    @field_validator("max_new_tokens", "rounds", "warmup")
     @classmethod
-    def _max_new(cls, value):
-        if value < 1:
-            raise ValueError(f"max_new_tokens={value!r} is not allowed; it must be an integer >= 1")
-        return value
-
-    @field_validator("rounds")
-    @classmethod
-    def _rounds(cls, value):
-        if value is not None and value < 1:
-            raise ValueError(f"rounds={value!r} is not allowed; it must be an integer >= 1")
-        return value
-
-    @field_validator("warmup")
-    @classmethod
-    def _warmup(cls, value):
-        if value is not None and value < 0:
-            raise ValueError(f"warmup={value!r} is not allowed; it must be an integer >= 0")
+    def _counts(cls, value, info):
+        minimum = 0 if info.field_name == "warmup" else 1
+        if value is not None and value < minimum:
+            raise ValueError(f"{info.field_name}={value!r} is not allowed; it must be an integer >= {minimum}")
         return value
 
     @field_validator("device")
@@ -98,8 +85,8 @@ class MarkerArgs(BaseModel):
         return value
 
 
-
 def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the argument, the bad value and what is allowed."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])

@@ -174,7 +174,7 @@ def resolve_path(variant: Variant, cache_root: Path, progress=None) -> tuple[Pat
 def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], None]] = None) -> LoadedModel:
     """Load ``variant``: resolve its weights (converting once if needed), then load model and tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -182,13 +182,18 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
     device = resolve_device(variant.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelSourceError(f"device={variant.device!r} was asked for but CUDA is not available")
-    start = time.perf_counter()
+    trc = variant.trust_remote_code
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                  trust_remote_code=variant.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
+        try:  # import the modeling code now, so load_s measures loading weights, not a one-time Python import
+            AutoModelForCausalLM._model_mapping[type(config)]
+        except Exception:
+            pass
+        start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, _DTYPES[variant.precision]), local_files_only=True,
-            trust_remote_code=variant.trust_remote_code, device_map=device,
+            path, config=config, dtype=getattr(torch, _DTYPES[variant.precision]), local_files_only=True,
+            trust_remote_code=trc, device_map=device,
         )
     except ModelSourceError:
         raise

@@ -1,0 +1,379 @@
+"""Regression verdicts: thresholds and limits parsed from text, and a baseline-vs-current comparison.
+
+Pure logic, no pytest hooks. Directions and units come from the one metric table (``metrics.py``).
+
+Thresholds (``"throughput_tok_s:5%,ttft_s:10%,peak_mem_bytes:64MB"``) say how much a metric may worsen against a
+baseline. A percentage is a relative change in the metric's worse direction (down for ``higher`` metrics, up for
+``lower`` ones); an absolute value carries a unit that fits the metric's unit (see ``UNITS``).
+
+Limits (marker ``limits={"throughput_tok_s": ">= 20", "peak_mem_bytes": "<= 1.5GB"}``) are absolute bounds
+checked on the median of one run, with no baseline.
+
+The statistical test: one-sided Mann-Whitney U (``scipy.stats.mannwhitneyu``) on the raw per-round samples.
+It is rank based, so it assumes no normality (per-round latencies are skewed, with occasional slow rounds) and
+is insensitive to a single outlier; it needs nothing but the samples stored in the run file. The alternative is
+"the current samples are worse" (``greater`` for lower-is-better metrics, ``less`` for higher-is-better ones).
+scipy picks the exact distribution for small samples without ties and the normal approximation otherwise.
+
+Sample sizes matter: with n baseline and m current samples the smallest one-sided exact p-value is
+1 / C(n+m, n) (every current sample worse than every baseline sample). For 5 vs 5 that is 1/252 ~= 0.004, so
+alpha = 0.01 is reachable with 5 rounds; for 4 vs 4 it is 1/70 ~= 0.014 and it is not. ``min_rounds_for_alpha``
+computes this; a verdict whose sample sizes cannot reach alpha says so in its message.
+
+A regression needs both a median change beyond the threshold in the worse direction and p < alpha: a large
+but noisy change, or a significant but small one, is a ``near-miss``, never a failure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from typing import Literal, Mapping, Optional, Sequence
+
+from pytest_llmeff.metrics import METRICS, MetricSpec
+
+Status = Literal["ok", "improved", "near-miss", "regressed", "inconclusive"]
+Operator = Literal[">=", "<=", ">", "<"]
+
+# Units an absolute value may carry, by the metric's own unit: factor to the metric's unit.
+# KB/MB/GB are decimal (1e3, 1e6, 1e9 bytes); KiB/MiB/GiB binary (2**10, 2**20, 2**30 bytes).
+UNITS: dict[str, dict[str, float]] = {
+    "B": {"B": 1.0, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 2.0**10, "MiB": 2.0**20, "GiB": 2.0**30},
+    "s": {"s": 1.0, "ms": 1e-3, "us": 1e-6},
+    "tok/s": {"tok/s": 1.0},
+    "J": {"J": 1.0, "mJ": 1e-3, "kJ": 1e3},
+    "ratio": {"": 1.0, "ratio": 1.0},
+}
+
+_THRESHOLD_FORM = ("expected METRIC:N% or METRIC:N<unit>, comma separated, "
+                   "e.g. throughput_tok_s:5%,peak_mem_bytes:64MB")
+_LIMIT_FORM = "expected 'OP VALUE[unit]' with OP one of >=, <=, >, <, e.g. '>= 20' or '<= 1.5GB'"
+_NUMBER_AND_UNIT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(\S*)$")
+_LIMIT = re.compile(r"^(>=|<=|>|<)\s*(.+)$")
+
+
+class GateConfigError(ValueError):
+    """A threshold or limit that cannot be used; the message is one line naming the bad piece and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How much one metric may worsen against its baseline.
+
+    metric: the metric's name. kind: ``relative`` or ``absolute``.
+    value: for ``relative`` a fraction (0.05 for 5%); for ``absolute`` an amount in the metric's own unit
+    (bytes for ``peak_mem_bytes``, seconds for ``ttft_s``, ...), always >= 0, measured in the worse direction.
+    unit: as written (``%``, ``MB``, ``ms``, ...). text: the value as written (``5%``, ``64MB``).
+    """
+
+    metric: str
+    kind: Literal["relative", "absolute"]
+    value: float
+    unit: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An absolute bound on one metric's median.
+
+    op: ``>=``, ``<=``, ``>`` or ``<`` (median OP value must hold). value: in the metric's own unit.
+    unit: as written (empty when the number was given in the metric's own unit). text: as written (``<= 1.5GB``).
+    """
+
+    metric: str
+    op: Operator
+    value: float
+    unit: str
+    text: str
+
+
+@dataclass(frozen=True)
+class LimitResult:
+    """A limit checked against one run. median: the metric's median in its own unit (None when not measured)."""
+
+    limit: Limit
+    median: Optional[float]
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One metric of one benchmark compared with its baseline.
+
+    baseline_median, current_median: in the metric's unit (``unit``); None when that side has no samples.
+    change: (current - baseline) / baseline, signed, in the metric's natural sense (+0.2 = 20% larger);
+    +-inf when the baseline median is 0 and the current is not; None when a median is missing.
+    worse_by: the relative change in the worse direction, positive when worse (-change for higher-is-better).
+    p_value: one-sided Mann-Whitney p-value of the tested direction (worse, unless the verdict is ``improved`` or
+    the median moved in the better direction); None when inconclusive.
+    threshold: the threshold as written (``5%``, ``64MB``). message: one line for humans.
+    """
+
+    metric: str
+    status: Status
+    baseline_median: Optional[float]
+    current_median: Optional[float]
+    change: Optional[float]
+    worse_by: Optional[float]
+    p_value: Optional[float]
+    threshold: str
+    message: str
+    unit: str = ""
+    n_baseline: int = 0
+    n_current: int = 0
+    alpha: float = 0.01
+
+
+def units_for(spec: MetricSpec) -> dict[str, float]:
+    """Units an absolute value for ``spec`` may carry, with their factor to the metric's own unit."""
+    return UNITS.get(spec.unit, {spec.unit: 1.0})
+
+
+def _allowed_units_text(spec: MetricSpec) -> str:
+    return ", ".join(u if u else "(none)" for u in units_for(spec))
+
+
+def _spec_or_error(name: str, where: str) -> MetricSpec:
+    spec = METRICS.get(name)
+    if spec is None:
+        raise GateConfigError(f"{where}: unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
+    return spec
+
+
+def _split_number(text: str) -> Optional[tuple[float, str]]:
+    match = _NUMBER_AND_UNIT.match(text.strip())
+    if not match:
+        return None
+    number = float(match.group(1))
+    if not math.isfinite(number):
+        return None
+    return number, match.group(2)
+
+
+def parse_thresholds(text: str) -> dict[str, Threshold]:
+    """Parse ``"metric:5%,metric:64MB"`` into thresholds by metric name; GateConfigError (one line) otherwise.
+
+    Empty pieces (a trailing comma) are ignored; an empty text gives ``{}``. A bare number is refused (it would
+    be ambiguous) except for dimensionless ``ratio`` metrics.
+    """
+    found: dict[str, Threshold] = {}
+    for raw in (text or "").split(","):
+        piece = raw.strip()
+        if not piece:
+            continue
+        name, sep, value_text = (part.strip() for part in piece.partition(":"))
+        if not sep or not name or not value_text:
+            raise GateConfigError(f"threshold {piece!r} is malformed; {_THRESHOLD_FORM}")
+        where = f"threshold {piece!r}"
+        spec = _spec_or_error(name, where)
+        if spec.direction == "none":
+            gateable = ", ".join(sorted(n for n, s in METRICS.items() if s.direction != "none"))
+            raise GateConfigError(f"{where}: {name} has no better direction (a property, not a score) and "
+                                  f"cannot be gated; gateable metrics: {gateable}")
+        parsed = _split_number(value_text)
+        if parsed is None:
+            raise GateConfigError(f"threshold {piece!r} is malformed; {_THRESHOLD_FORM}")
+        number, unit = parsed
+        if number < 0:
+            raise GateConfigError(f"{where}: a threshold is a tolerated worsening and must be >= 0")
+        if unit == "%":
+            threshold = Threshold(name, "relative", number / 100.0, "%", value_text)
+        else:
+            units = units_for(spec)
+            if unit not in units:
+                if unit == "":
+                    raise GateConfigError(f"{where}: a bare number is ambiguous; write N% for a relative change "
+                                          f"or N<unit> with unit one of {_allowed_units_text(spec)}")
+                raise GateConfigError(f"{where}: unit {unit!r} does not fit {name} (measured in {spec.unit}); "
+                                      f"allowed: %, {_allowed_units_text(spec)}")
+            threshold = Threshold(name, "absolute", number * units[unit], unit, value_text)
+        if name in found:
+            raise GateConfigError(f"{where}: {name} is given twice (first as {found[name].text!r})")
+        found[name] = threshold
+    return found
+
+
+def parse_limits(limits: Mapping[str, str]) -> list[Limit]:
+    """Parse marker limits ``{"throughput_tok_s": ">= 20", "peak_mem_bytes": "<= 1.5GB"}``.
+
+    A number without a unit is in the metric's own unit. Metrics of direction ``none`` may carry a limit
+    (a bound needs no better direction). GateConfigError with one line otherwise.
+    """
+    if not isinstance(limits, Mapping):
+        raise GateConfigError(f"limits={limits!r} must be a dict of metric name to 'OP VALUE', "
+                              "e.g. {'throughput_tok_s': '>= 20'}")
+    parsed: list[Limit] = []
+    for name, raw in limits.items():
+        where = f"limit {name}={raw!r}"
+        spec = _spec_or_error(str(name), where)
+        if not isinstance(raw, str):
+            raise GateConfigError(f"{where} is malformed; {_LIMIT_FORM}")
+        text = raw.strip()
+        match = _LIMIT.match(text)
+        number_unit = _split_number(match.group(2)) if match else None
+        if match is None or number_unit is None:
+            raise GateConfigError(f"{where} is malformed; {_LIMIT_FORM}")
+        number, unit = number_unit
+        units = units_for(spec)
+        if unit == "":
+            factor = 1.0
+        elif unit in units:
+            factor = units[unit]
+        else:
+            raise GateConfigError(f"{where}: unit {unit!r} does not fit {name} (measured in {spec.unit}); "
+                                  f"allowed: {', '.join(u for u in units if u)}, or none for {spec.unit}")
+        parsed.append(Limit(str(name), match.group(1), number * factor, unit, text))  # type: ignore[arg-type]
+    return parsed
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:.4g} {unit}".rstrip()
+
+
+def _display(value: float, spec: MetricSpec, unit: str) -> str:
+    """``value`` (in the metric's unit) shown in ``unit`` when that is a known unit for it, else in its own."""
+    factor = units_for(spec).get(unit) if unit else None
+    if factor is None or not unit:
+        return _fmt(value, spec.unit if spec.unit != "ratio" else "")
+    return _fmt(value / factor, unit)
+
+
+_OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+
+
+def check_limit(limit: Limit, metric) -> LimitResult:
+    """Check ``limit`` against a ``results.Metric`` (its median); a missing metric (None) fails."""
+    spec = METRICS.get(limit.metric) or MetricSpec(limit.metric, "", "none", "")
+    if metric is None:
+        return LimitResult(limit, None, False, f"{limit.metric} was not measured; limit {limit.text} not checked")
+    median = float(metric.median)
+    shown = _display(median, spec, limit.unit)
+    bound = _display(limit.value, spec, limit.unit)
+    if _OPS[limit.op](median, limit.value):
+        return LimitResult(limit, median, True, f"{limit.metric} median {shown} {limit.op} {bound}: ok")
+    return LimitResult(limit, median, False, f"{limit.metric} median {shown} is not {limit.op} {bound}")
+
+
+def min_exact_p(n_baseline: int, n_current: int) -> float:
+    """Smallest one-sided exact Mann-Whitney p-value for these sample sizes: 1 / C(n+m, n)."""
+    return 1.0 / math.comb(n_baseline + n_current, n_baseline)
+
+
+def min_rounds_for_alpha(alpha: float) -> int:
+    """Smallest n such that n baseline vs n current samples can give an exact one-sided p < ``alpha``.
+
+    That is the smallest n with 1 / C(2n, n) < alpha: 5 for alpha = 0.01 (1/252), 4 for alpha = 0.05 (1/70).
+    """
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1]")
+    n = 1
+    while min_exact_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def _one_sided_p(current: list[float], baseline: list[float], alternative: str) -> float:
+    from scipy.stats import mannwhitneyu  # heavy import, only when comparing
+
+    p = float(mannwhitneyu(current, baseline, alternative=alternative).pvalue)
+    return 1.0 if math.isnan(p) else p  # all samples equal: no evidence either way
+
+
+def _pct(fraction: float) -> str:
+    if math.isinf(fraction):
+        return "+inf%" if fraction > 0 else "-inf%"
+    return f"{fraction * 100:+.1f}%"
+
+
+def compare(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
+            threshold: Threshold, alpha: float = 0.01, min_samples: int = 3) -> Verdict:
+    """Compare the current samples of ``metric_name`` with the baseline's (see the module docstring for rules).
+
+    ``threshold.metric`` must be ``metric_name``. Samples are raw per-round values in the metric's unit.
+    """
+    spec = METRICS.get(metric_name)
+    if spec is None:
+        raise GateConfigError(f"unknown metric {metric_name!r}; known metrics: {', '.join(sorted(METRICS))}")
+    if spec.direction == "none":
+        raise GateConfigError(f"{metric_name} has no better direction (a property, not a score) and cannot be gated")
+    if threshold.metric != metric_name:
+        raise ValueError(f"threshold for {threshold.metric!r} given to compare {metric_name!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
+    base = [float(v) for v in baseline_samples]
+    cur = [float(v) for v in current_samples]
+    if not all(math.isfinite(v) for v in base + cur):
+        raise ValueError(f"{metric_name}: samples must be finite numbers")
+
+    unit = spec.unit if spec.unit != "ratio" else ""
+    base_med = statistics.median(base) if base else None
+    cur_med = statistics.median(cur) if cur else None
+    common = dict(metric=metric_name, threshold=threshold.text, unit=spec.unit, n_baseline=len(base),
+                  n_current=len(cur), alpha=alpha, baseline_median=base_med, current_median=cur_med)
+
+    # sign: +1 when an increase is worse (lower is better), -1 when a decrease is worse (higher is better)
+    sign = 1.0 if spec.direction == "lower" else -1.0
+    change = worse_by = None
+    if base_med is not None and cur_med is not None:
+        if base_med != 0:
+            change = (cur_med - base_med) / abs(base_med)
+        else:
+            change = 0.0 if cur_med == 0 else math.copysign(math.inf, cur_med)
+        worse_by = sign * change
+
+    if len(base) < min_samples or len(cur) < min_samples:
+        return Verdict(status="inconclusive", change=change, worse_by=worse_by, p_value=None,
+                       message=(f"{metric_name} inconclusive: {len(base)} baseline and {len(cur)} current samples; "
+                                f"need at least {min_samples} each"), **common)
+    assert base_med is not None and cur_med is not None and change is not None and worse_by is not None
+
+    worse_abs = sign * (cur_med - base_med)  # in the metric's unit, positive when worse
+    if threshold.kind == "relative":
+        beyond_worse = worse_by > threshold.value
+        beyond_better = -worse_by > threshold.value
+        amount = f"{abs(worse_by) * 100:.1f}%"
+    else:
+        beyond_worse = worse_abs > threshold.value
+        beyond_better = -worse_abs > threshold.value
+        amount = _display(abs(worse_abs), spec, threshold.unit)
+
+    worse_alt = "greater" if spec.direction == "lower" else "less"
+    better_alt = "less" if worse_alt == "greater" else "greater"
+    p_worse = _one_sided_p(cur, base, worse_alt)
+    p_better = _one_sided_p(cur, base, better_alt)
+    sig_worse = p_worse < alpha
+    sig_better = p_better < alpha
+
+    medians = f"median {_fmt(base_med, unit)} -> {_fmt(cur_med, unit)} ({_pct(change)})"
+    cannot = ""
+    if min_exact_p(len(base), len(cur)) >= alpha:
+        cannot = (f"; {len(base)} vs {len(cur)} samples cannot reach p < {alpha:g} "
+                  f"(use >= {min_rounds_for_alpha(alpha)} rounds)")
+
+    if beyond_worse and sig_worse:
+        status: Status = "regressed"
+        p = p_worse
+        detail = f"worse by {amount} > {threshold.text}, p={p:.3g} < {alpha:g}"
+    elif beyond_worse:
+        status, p = "near-miss", p_worse
+        detail = f"worse by {amount} > {threshold.text} but not significant (p={p:.3g} >= {alpha:g}){cannot}"
+    elif sig_worse:
+        status, p = "near-miss", p_worse
+        detail = f"significantly worse (p={p:.3g} < {alpha:g}) but within {threshold.text}"
+    elif beyond_better and sig_better:
+        status, p = "improved", p_better
+        detail = f"better by {amount} > {threshold.text}, p={p:.3g} < {alpha:g}"
+    else:
+        status = "ok"
+        p = p_worse if worse_by >= 0 else p_better
+        if beyond_better:
+            detail = f"better by {amount} but not significant (p={p:.3g} >= {alpha:g})"
+        else:
+            detail = f"within {threshold.text} (p={p:.3g})"
+    label = status.replace("-", " ")
+    return Verdict(status=status, change=change, worse_by=worse_by, p_value=p,
+                   message=f"{metric_name} {label}: {medians}, {detail}", **common)
