@@ -39,19 +39,50 @@ def llmeff_variant(request) -> Variant:
     return param
 
 
+def _quality_key(variant: Variant) -> tuple:
+    prompts = tuple(variant.prompts or default_prompts())
+    return (variant.reference().load_key, prompts, variant.max_new_tokens)
+
+
+def _reference_data(session, variant: Variant, nodeid: str):
+    """The reference variant's quality probe, computed once per (reference, prompts, length). When the reference
+    is not the variant itself it is loaded now, before the variant, so no variant is loaded twice."""
+    from pytest_llmeff import quality
+    from pytest_llmeff.backends.gguf import ModelSourceError
+    from pytest_llmeff.backends.quant import VariantUnsupported
+
+    key = _quality_key(variant)
+    if key not in session.quality_cache:
+        ref = variant.reference()
+        try:
+            loaded = session.models.get(ref)
+        except (ModelSourceError, VariantUnsupported) as exc:
+            pytest.fail(f"{nodeid}: the reference variant {ref.id} cannot load: {exc}; choose another with "
+                        "reference={'precision': ..., 'quantization': ...} or set quality=False", pytrace=False)
+        session.quality_cache[key] = quality.probe(loaded, key[1], variant.max_new_tokens)
+    return session.quality_cache[key]
+
+
 @pytest.fixture
 def llm_model(llmeff_variant, request):
     """The loaded variant (``.model``, ``.tokenizer``, ``.variant``, ``.generate(prompts, max_new_tokens)``).
-    Loaded once per session and variant; at most one variant stays loaded per process."""
-    from pytest_llmeff.backends.gguf import ModelSourceError
-
+    Loaded once per session and variant; at most one variant stays loaded per process. A variant this machine
+    cannot run (fp8 without a capable GPU, bitsandbytes missing, ...) is skipped with the reason."""
     from dataclasses import replace
 
+    from pytest_llmeff.backends.gguf import ModelSourceError
+    from pytest_llmeff.backends.quant import VariantUnsupported
+
     session = _session(request)
+    nodeid = request.node.nodeid
     try:
+        if llmeff_variant.quality and not llmeff_variant.is_reference and "llm_benchmark" in request.fixturenames:
+            _reference_data(session, llmeff_variant, nodeid)
         loaded = session.models.get(llmeff_variant)
+    except VariantUnsupported as exc:
+        pytest.skip(f"{llmeff_variant.id}: {exc}")
     except ModelSourceError as exc:
-        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+        pytest.fail(f"{nodeid}: {exc}", pytrace=False)
     # same weights, this test's variant (batch size and generation settings may differ from the loader's)
     return replace(loaded, variant=llmeff_variant)
 
@@ -103,6 +134,18 @@ def llm_benchmark(llm_model, request):
         measured = runner.run(llm_model, use_prompts, batch_size=variant.batch_size, max_new_tokens=new_tokens,
                               rounds=rounds, warmup=warmup, meter=session.meter)
         extra: dict[str, list[float]] = {}
+        if variant.quality:  # outside the timed rounds
+            from pytest_llmeff import quality
+
+            if variant.is_reference:
+                key = _quality_key(variant)
+                if key not in session.quality_cache:
+                    session.quality_cache[key] = quality.probe(llm_model, key[1], variant.max_new_tokens)
+                reference = mine = session.quality_cache[key]
+            else:
+                reference = _reference_data(session, variant, item.nodeid)
+                mine = quality.probe(llm_model, list(variant.prompts or default_prompts()), variant.max_new_tokens)
+            extra.update(quality.drift_metrics(mine, reference))
         for result in request.config.hook.pytest_llmeff_custom_metrics(
                 config=request.config, llm_model=llm_model, measured=measured):
             if result:

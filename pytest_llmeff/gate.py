@@ -234,12 +234,17 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}".rstrip()
 
 
-def _display(value: float, spec: MetricSpec, unit: str) -> str:
-    """``value`` (in the metric's unit) shown in ``unit`` when that is a known unit for it, else in its own."""
+def _display(value: float, spec: MetricSpec, unit: str = "") -> str:
+    """``value`` (in the metric's unit) shown in ``unit`` when that is a known unit for it; else in the metric's
+    own unit, bytes scaled to the largest binary unit (KiB, MiB, GiB) that keeps the number >= 1."""
     factor = units_for(spec).get(unit) if unit else None
-    if factor is None or not unit:
-        return _fmt(value, spec.unit if spec.unit != "ratio" else "")
-    return _fmt(value / factor, unit)
+    if factor is not None and unit:
+        return _fmt(value / factor, unit)
+    if spec.unit == "B":
+        for name in ("GiB", "MiB", "KiB"):
+            if abs(value) >= UNITS["B"][name]:
+                return _fmt(value / UNITS["B"][name], name)
+    return _fmt(value, spec.unit if spec.unit != "ratio" else "")
 
 
 _OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
@@ -251,8 +256,9 @@ def check_limit(limit: Limit, metric) -> LimitResult:
     if metric is None:
         return LimitResult(limit, None, False, f"{limit.metric} was not measured; limit {limit.text} not checked")
     median = float(metric.median)
-    shown = _display(median, spec, limit.unit)
-    bound = _display(limit.value, spec, limit.unit)
+    unit = limit.unit or spec.unit  # as the limit was written: a bare number is in the metric's own unit
+    shown = _display(median, spec, unit)
+    bound = _display(limit.value, spec, unit)
     if _OPS[limit.op](median, limit.value):
         return LimitResult(limit, median, True, f"{limit.metric} median {shown} {limit.op} {bound}: ok")
     return LimitResult(limit, median, False, f"{limit.metric} median {shown} is not {limit.op} {bound}")
@@ -309,7 +315,6 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
     if not all(math.isfinite(v) for v in base + cur):
         raise ValueError(f"{metric_name}: samples must be finite numbers")
 
-    unit = spec.unit if spec.unit != "ratio" else ""
     base_med = statistics.median(base) if base else None
     cur_med = statistics.median(cur) if cur else None
     common = dict(metric=metric_name, threshold=threshold.text, unit=spec.unit, n_baseline=len(base),
@@ -348,7 +353,9 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
     sig_worse = p_worse < alpha
     sig_better = p_better < alpha
 
-    medians = f"median {_fmt(base_med, unit)} -> {_fmt(cur_med, unit)} ({_pct(change)})"
+    shown_unit = threshold.unit if threshold.kind == "absolute" else ""
+    medians = (f"median {_display(base_med, spec, shown_unit)} -> {_display(cur_med, spec, shown_unit)} "
+               f"({_pct(change)})")
     cannot = ""
     if min_exact_p(len(base), len(cur)) >= alpha:
         cannot = (f"; {len(base)} vs {len(cur)} samples cannot reach p < {alpha:g} "
@@ -371,7 +378,7 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
         status = "ok"
         p = p_worse if worse_by >= 0 else p_better
         if beyond_better:
-            detail = f"better by {amount} but not significant (p={p:.3g} >= {alpha:g})"
+            detail = f"better by {amount} but not significant (p={p:.3g} >= {alpha:g}){cannot}"
         else:
             detail = f"within {threshold.text} (p={p:.3g})"
     label = status.replace("-", " ")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from pytest_llmeff import quantization as quant
 from pytest_llmeff.variants import DEVICES_HELP, PRECISIONS, as_list, describe_model_source
 
-Precision = Literal["float32", "float16", "bfloat16"]
+Precision = Literal["float32", "float16", "bfloat16", "fp8"]
 
 
 class MarkerArgs(BaseModel):
@@ -19,7 +20,7 @@ class MarkerArgs(BaseModel):
 
     model: Union[str, list[str]]
     precision: Union[Precision, list[Precision]] = "float32"
-    quantization: Union[None, list[None]] = None
+    quantization: Any = None
     batch_size: Union[int, list[int]] = 1
     prompts: Optional[list[str]] = None
     max_new_tokens: int = 32
@@ -29,6 +30,42 @@ class MarkerArgs(BaseModel):
     device: str = "auto"
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    reference: Optional[dict] = None
+    quality: bool = True
+    device_map: Optional[str] = None
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantizations(cls, value):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ValueError("quantization=[] is empty; give None, a method name or a dict")
+        for v in values:
+            quant.parse(v)  # raises ValueError naming the value and what is allowed
+        return value
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value):
+        if value is None:
+            return value
+        unknown = [k for k in value if k not in ("precision", "quantization")]
+        if unknown:
+            raise ValueError(f"reference={value!r}: unknown key{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(repr(k) for k in unknown)}; allowed: precision, quantization")
+        if value.get("precision", "float32") not in PRECISIONS:
+            raise ValueError(f"reference={value!r}: precision={value.get('precision')!r} is not allowed; "
+                             f"allowed: {', '.join(PRECISIONS)}")
+        quant.parse(value.get("quantization"))
+        return value
+
+    @field_validator("device_map")
+    @classmethod
+    def _device_map(cls, value):
+        if value is not None and value != "auto":
+            raise ValueError(f"device_map={value!r} is not allowed; allowed: None or 'auto' (accelerate places "
+                             "the layers on the available devices); use device= for one device")
+        return value
 
     @field_validator("model")
     @classmethod
@@ -98,8 +135,6 @@ def format_validation_error(exc: ValidationError) -> str:
         bad = err.get("input")
         if field_name == "precision":
             lines.append(f"precision={bad!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
-        elif field_name == "quantization":
-            lines.append(f"quantization={bad!r} is not supported yet; allowed: None")
         elif field_name in ("batch_size", "max_new_tokens", "rounds", "warmup"):
             lines.append(f"{field_name}={bad!r} is not allowed; it must be an integer")
         else:

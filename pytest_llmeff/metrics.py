@@ -45,7 +45,10 @@ _TABLE: tuple[MetricSpec, ...] = (
                "dense-equivalent FLOPs of one generate() per generated token (one untimed counted pass)"),
     MetricSpec("tflops", "TFLOP/s", "higher", "achieved FLOP rate: counted FLOPs / latency_s / 1e12"),
     MetricSpec("load_s", "s", "lower", "model load time (first load of the variant in the session)"),
-    MetricSpec("token_agreement", "ratio", "higher", "greedy tokens equal to the reference variant's"),
+    MetricSpec("token_agreement", "ratio", "higher",
+               "fraction of greedy output positions equal to the reference variant's, same prompts"),
+    MetricSpec("ppl", "ppl", "lower", "perplexity on the package's short public-domain text"),
+    MetricSpec("ppl_ratio", "ratio", "lower", "ppl / the reference variant's ppl (1.0 = no drift)"),
 )
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _TABLE}

@@ -147,7 +147,8 @@ def pytest_collection_modifyitems(session, config, items):
         if with_xdist and isinstance(variant, Variant):
             item.add_marker(pytest.mark.xdist_group(name="llmeff-" + sanitize_id(variant.load_key)))
     if options.reorder:
-        # group each variant's tests together (stable: first appearance order), so each loads once
+        # group each variant's tests together (stable: first appearance order), so each loads once; a model's
+        # quality reference runs before the variants compared against it, so it is not loaded twice
         first_seen: dict[str, int] = {}
         for index, item in enumerate(items):
             variant = _variant_of(item)
@@ -157,9 +158,12 @@ def pytest_collection_modifyitems(session, config, items):
         def position(pair):
             index, item = pair
             variant = _variant_of(item)
-            if isinstance(variant, Variant):
-                return (first_seen[variant.load_key], index)
-            return (index, index)
+            if not isinstance(variant, Variant):
+                return (index, 0, index, index)
+            own = first_seen[variant.load_key]
+            ref_key = variant.reference().load_key
+            anchor = min(own, first_seen.get(ref_key, own))
+            return (anchor, 0 if variant.load_key == ref_key else 1, own, index)
 
         items[:] = [item for _, item in sorted(enumerate(items), key=position)]
 

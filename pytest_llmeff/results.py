@@ -108,9 +108,12 @@ class VariantRecord(BaseModel):
     resolved_path: Optional[str] = None
     precision: str
     quantization: Optional[str] = None
+    quantization_config: Optional[dict[str, Any]] = None
+    reference: Optional[str] = None
     batch_size: int
     max_new_tokens: int
     device: str
+    device_map: Optional[str] = None
     prompts: int
     trust_remote_code: bool = False
 

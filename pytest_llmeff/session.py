@@ -7,6 +7,7 @@ session and on the pytest-xdist controller.
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -31,6 +32,7 @@ class LlmeffSession:
         self.loads: list[LoadEvent] = []
         self._models = None
         self._meter = None
+        self.quality_cache: dict = {}  # (reference load key, prompts, max_new_tokens) -> QualityData
         self.json_written: Optional[Path] = None
         self.write_error: Optional[str] = None
 
@@ -122,8 +124,11 @@ def build_record(*, nodeid: str, name: str, variant: Variant, params: dict[str, 
         nodeid=nodeid, name=name, group=variant.group,
         variant=VariantRecord(
             id=variant.id, model=variant.model, model_source=variant.model_source, resolved_path=resolved_path,
-            precision=variant.precision, quantization=variant.quantization, batch_size=variant.batch_size,
-            max_new_tokens=variant.max_new_tokens, device=loaded.device, prompts=prompts_count,
+            precision=variant.precision, quantization=variant.quant_label,
+            quantization_config=asdict(variant.quantization) if variant.quantization else None,
+            reference=variant.reference().id if variant.quality else None, batch_size=variant.batch_size,
+            max_new_tokens=variant.max_new_tokens, device=loaded.device, device_map=variant.device_map,
+            prompts=prompts_count,
             trust_remote_code=variant.trust_remote_code,
         ),
         params={k: str(v) for k, v in params.items()}, rounds=rounds, warmup=warmup, metrics=metrics,

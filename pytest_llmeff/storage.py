@@ -202,7 +202,9 @@ def load_run(path: Path) -> Run:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        body = text.strip()
+        unclosed = body.startswith(("{", "[")) and not body.endswith(("}", "]"))
+        if exc.pos >= len(text.rstrip()) or unclosed or exc.msg.startswith("Unterminated string"):
             raise StorageError(f"{path}: the JSON ends early at line {exc.lineno} (truncated file?)") from None
         raise StorageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     schema = data.get("schema") if isinstance(data, dict) else None

@@ -9,23 +9,23 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from pytest_llmeff.backends.aliases import ALIASES
+from pytest_llmeff.quantization import QuantSpec
 
 MARKER_NAME = "llm_efficiency"
 
-PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16")
-PRECISION_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-QUANTIZATIONS: tuple[Optional[str], ...] = (None,)
+PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16", "fp8")
+PRECISION_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp8": "fp8"}
 DEVICES_HELP = "auto, cpu, cuda, cuda:N"
 
 MARKER_HELP = (
     f"{MARKER_NAME}(model, precision='float32', quantization=None, batch_size=1, prompts=None, "
-    "max_new_tokens=32, rounds=None, warmup=None, group=None, device='auto', revision=None, "
-    "trust_remote_code=False): benchmark an LLM; list-valued arguments expand into one test per variant "
+    "max_new_tokens=32, rounds=None, warmup=None, group=None, device='auto', device_map=None, revision=None, "
+    "trust_remote_code=False, reference=None, quality=True): benchmark an LLM; list-valued arguments expand into one test per variant "
     "(model x precision x quantization x batch_size)."
 )
 
@@ -46,7 +46,7 @@ class Variant:
 
     model: str
     precision: str
-    quantization: Optional[str]
+    quantization: Optional[QuantSpec]
     batch_size: int
     max_new_tokens: int
     prompts: Optional[tuple[str, ...]]
@@ -56,14 +56,32 @@ class Variant:
     device: str
     revision: Optional[str]
     trust_remote_code: bool
+    device_map: Optional[str] = None
+    reference_precision: str = "float32"
+    reference_quantization: Optional[QuantSpec] = None
+    quality: bool = True
     id: str = field(default="", compare=False)
+
+    @property
+    def quant_label(self) -> Optional[str]:
+        return self.quantization.label if self.quantization is not None else None
 
     @property
     def load_key(self) -> str:
         """Variants with the same load key share one loaded model (batch size does not change the weights)."""
-        parts = [self.model, self.revision or "", self.precision, self.quantization or "none", self.device,
-                 "trc" if self.trust_remote_code else ""]
+        parts = [self.model, self.revision or "", self.precision, self.quant_label or "none",
+                 self.device_map or self.device, "trc" if self.trust_remote_code else ""]
         return "|".join(parts)
+
+    def reference(self) -> "Variant":
+        """The variant this one's quality is compared against (same model and device)."""
+        return replace(self, precision=self.reference_precision, quantization=self.reference_quantization,
+                       id=variant_id(self.model, self.reference_precision, self.reference_quantization,
+                                     self.batch_size))
+
+    @property
+    def is_reference(self) -> bool:
+        return self.precision == self.reference_precision and self.quantization == self.reference_quantization
 
     @property
     def model_source(self) -> str:
@@ -120,10 +138,10 @@ def sanitize_id(text: str) -> str:
     return cleaned or "x"
 
 
-def variant_id(model: str, precision: str, quantization: Optional[str], batch_size: int) -> str:
+def variant_id(model: str, precision: str, quantization: Optional[QuantSpec], batch_size: int) -> str:
     parts = [_short_model_name(model), PRECISION_SHORT.get(precision, precision)]
-    if quantization:
-        parts.append(quantization)
+    if quantization is not None:
+        parts.append(quantization.label)
     parts.append(f"b{batch_size}")
     return sanitize_id("-".join(parts))
 
@@ -152,17 +170,28 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
     except ValidationError as exc:
         return InvalidMarker(format_validation_error(exc))
 
+    from pytest_llmeff import quantization as quant
+
     prompts = tuple(args_.prompts) if args_.prompts is not None else None
+    quants = args_.quantization if isinstance(args_.quantization, (list, tuple)) else [args_.quantization]
+    ref = args_.reference or {}
+    ref_precision = ref.get("precision", "float32")
+    ref_quant = quant.parse(ref.get("quantization"))
     variants = []
-    for model, precision, quantization, batch in itertools.product(
-        as_list(args_.model), as_list(args_.precision), as_list(args_.quantization), as_list(args_.batch_size)
+    for model, precision, q, batch in itertools.product(
+        as_list(args_.model), as_list(args_.precision), quants, as_list(args_.batch_size)
     ):
+        spec = quant.parse(q)
+        if precision == "fp8" and spec is not None:
+            return InvalidMarker(f"precision='fp8' is itself a quantization and cannot be combined with "
+                                 f"quantization={q!r}; use quantization=None with fp8")
         variants.append(Variant(
-            model=model, precision=precision, quantization=quantization, batch_size=batch,
+            model=model, precision=precision, quantization=spec, batch_size=batch,
             max_new_tokens=args_.max_new_tokens, prompts=prompts, rounds=args_.rounds, warmup=args_.warmup,
             group=args_.group, device=args_.device, revision=args_.revision,
-            trust_remote_code=args_.trust_remote_code,
-            id=variant_id(model, precision, quantization, batch),
+            trust_remote_code=args_.trust_remote_code, device_map=args_.device_map,
+            reference_precision=ref_precision, reference_quantization=ref_quant, quality=args_.quality,
+            id=variant_id(model, precision, spec, batch),
         ))
     ids = [v.id for v in variants]
     if len(set(ids)) != len(ids):

@@ -32,7 +32,7 @@ def test_metric_stats_from_samples():
 
 def test_every_metric_name_carries_its_unit():
     suffix = {"s": "_s", "tok/s": "_tok_s", "B": "_bytes", "J": "_j", "J/tok": "_j_per_tok", "g": "_g",
-              "FLOP/tok": "_per_tok", "TFLOP/s": "flops", "ratio": ""}
+              "FLOP/tok": "_per_tok", "TFLOP/s": "flops", "ratio": "", "ppl": "ppl"}
     assert {spec.name for spec in BUILTIN_METRICS} <= set(METRICS)
     for spec in BUILTIN_METRICS:
         assert spec.name.endswith(suffix[spec.unit]), (spec.name, spec.unit)

@@ -54,7 +54,22 @@ def _error(kwargs) -> str:
         ({"model": "tiny-random-llama", "rounds": "3"}, "rounds='3' is not allowed; it must be an integer"),
         ({"model": "tiny-random-llama", "rounds": 0}, "rounds=0 is not allowed; it must be an integer >= 1"),
         ({"model": "tiny-random-llama", "warmup": -1}, "warmup=-1 is not allowed"),
-        ({"model": "tiny-random-llama", "quantization": "nf4"}, "quantization='nf4' is not supported yet; allowed: None"),
+        ({"model": "tiny-random-llama", "quantization": "nf5"},
+         "quantization='nf5' is not allowed; allowed: None, int8, nf4, fp4, dynamic-int8, or a dict"),
+        ({"model": "tiny-random-llama", "quantization": {"method": "nf4", "bits": 3}},
+         "unknown knob 'bits' for nf4; allowed: method, double_quant, compute_dtype, skip_modules"),
+        ({"model": "tiny-random-llama", "quantization": {"method": "int8", "double_quant": True}},
+         "unknown knob 'double_quant' for int8; allowed: method, threshold, skip_modules"),
+        ({"model": "tiny-random-llama", "quantization": {"method": "nf4", "compute_dtype": "float64"}},
+         "compute_dtype='float64' is not allowed; allowed: float32, float16, bfloat16"),
+        ({"model": "tiny-random-llama", "quantization": {"double_quant": True}}, "'method' must be one of int8, nf4"),
+        ({"model": "tiny-random-llama", "quantization": 4}, "quantization=4 is not allowed"),
+        ({"model": "tiny-random-llama", "precision": "fp8", "quantization": "nf4"},
+         "precision='fp8' is itself a quantization and cannot be combined with quantization='nf4'"),
+        ({"model": "tiny-random-llama", "reference": {"precison": "float32"}},
+         "reference={'precison': 'float32'}: unknown key 'precison'; allowed: precision, quantization"),
+        ({"model": "tiny-random-llama", "reference": {"quantization": "nf5"}}, "quantization='nf5' is not allowed"),
+        ({"model": "tiny-random-llama", "device_map": "balanced"}, "device_map='balanced' is not allowed"),
         ({"model": "tiny-random-llama", "device": "tpu"}, "device='tpu' is not allowed; allowed: auto, cpu, cuda, cuda:N"),
         ({"precision": "float32"}, "model= is required"),
         ({"model": "tiny-random-llama", "batch_size": [1, 1]}, "repeats variant ids tiny-random-llama-fp32-b1"),
@@ -87,4 +102,22 @@ def test_sanitize_id_blocks_path_tricks(raw, clean):
 
 
 def test_variant_id_includes_quantization_when_set():
-    assert variant_id("smollm2-135m", "bfloat16", "nf4", 4) == "smollm2-135m-bf16-nf4-b4"
+    from pytest_llmeff.quantization import parse
+
+    assert variant_id("smollm2-135m", "bfloat16", parse("nf4"), 4) == "smollm2-135m-bf16-nf4-b4"
+    knobs = parse({"method": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
+    assert variant_id("smollm2-135m", "float32", knobs, 1) == "smollm2-135m-fp32-nf4-dq-cbf16-b1"
+
+
+def test_quantizations_expand_with_readable_ids_and_a_float32_reference():
+    variants = expand({"model": "tiny-random-llama", "precision": ["float32", "fp8"],
+                       "quantization": [None]} )
+    assert [v.id for v in variants] == ["tiny-random-llama-fp32-b1", "tiny-random-llama-fp8-b1"]
+    variants = expand({"model": "tiny-random-llama", "quantization": [None, "int8", "nf4", "fp4", "dynamic-int8"]})
+    assert [v.quant_label for v in variants] == [None, "int8", "nf4", "fp4", "dynamic-int8"]
+    assert len({v.load_key for v in variants}) == 5
+    assert variants[0].is_reference and not any(v.is_reference for v in variants[1:])
+    assert all(v.reference().id == "tiny-random-llama-fp32-b1" for v in variants)
+    custom = expand({"model": "tiny-random-llama", "precision": "bfloat16",
+                     "reference": {"precision": "bfloat16"}})[0]
+    assert custom.is_reference

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.backends.gguf import ModelSourceError
+from pytest_llmeff.backends.quant import VariantUnsupported
 from pytest_llmeff.results import LoadEvent
 from pytest_llmeff.variants import Variant
 
@@ -21,6 +22,7 @@ class ModelCache:
         self._key: Optional[str] = None
         self._loaded = None
         self._failed: dict[str, str] = {}
+        self._unsupported: dict[str, str] = {}
         self.loads: list[LoadEvent] = []
 
     def get(self, variant: Variant):
@@ -28,6 +30,8 @@ class ModelCache:
         key = variant.load_key
         if key in self._failed:
             raise ModelSourceError(self._failed[key])
+        if key in self._unsupported:
+            raise VariantUnsupported(self._unsupported[key])
         if self._key == key and self._loaded is not None:
             return self._loaded
         self.release()
@@ -35,6 +39,9 @@ class ModelCache:
 
         try:
             loaded = load(variant, self.cache_root, self.progress)
+        except VariantUnsupported as exc:
+            self._unsupported[key] = str(exc)
+            raise
         except ModelSourceError as exc:
             self._failed[key] = str(exc)
             self.loads.append(LoadEvent(key=key, load_s=0.0, ok=False, error=str(exc),
@@ -44,7 +51,8 @@ class ModelCache:
         self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s,
                                     worker=os.environ.get("PYTEST_XDIST_WORKER")))
         if self.progress:
-            self.progress(f"loaded {variant.model} {variant.precision} on {loaded.device} in {loaded.load_s:.2f} s")
+            what = variant.precision + (f" {variant.quant_label}" if variant.quantization else "")
+            self.progress(f"loaded {variant.model} {what} on {loaded.device} in {loaded.load_s:.2f} s")
         return loaded
 
     def release(self) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from pytest_llmeff.backends import builtin
+from pytest_llmeff.backends.footprint import weights_bytes
 from pytest_llmeff.backends.gguf import ModelSourceError, convert
+from pytest_llmeff.backends.quant import (VariantUnsupported, after_load, check_supported, from_pretrained_kwargs,
+                                          quiet_generation, torch_dtype_name)
 from pytest_llmeff.variants import Variant
-
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 @dataclass
@@ -117,7 +118,7 @@ class LoadedModel:
             kwargs["min_new_tokens"] = max_new_tokens
         if logits_processor:
             kwargs["logits_processor"] = LogitsProcessorList(logits_processor)
-        with torch.inference_mode():
+        with torch.inference_mode(), quiet_generation(self.variant):
             return self.model.generate(**inputs, **kwargs)
 
     def decode(self, inputs, out) -> Generation:
@@ -132,15 +133,9 @@ class LoadedModel:
 
     @property
     def model_bytes(self) -> int:
-        """Weights footprint as loaded: bytes of every parameter and buffer (shared tensors counted once)."""
-        seen, total = set(), 0
-        for t in list(self.model.parameters()) + list(self.model.buffers()):
-            key = t.data_ptr()
-            if key in seen:
-                continue
-            seen.add(key)
-            total += t.numel() * t.element_size()
-        return total
+        """Weights footprint as loaded, in bytes: parameters, buffers and quantization side tensors
+        (shared tensors counted once); see ``backends/footprint.py``."""
+        return weights_bytes(self.model)
 
 
 def _local_hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
@@ -178,10 +173,11 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    path, converted_s = resolve_path(variant, cache_root, progress)
     device = resolve_device(variant.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelSourceError(f"device={variant.device!r} was asked for but CUDA is not available")
+        raise VariantUnsupported(f"device={variant.device!r} needs CUDA, which is not available here")
+    check_supported(variant, device)
+    path, converted_s = resolve_path(variant, cache_root, progress)
     trc = variant.trust_remote_code
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
@@ -190,15 +186,19 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
             AutoModelForCausalLM._model_mapping[type(config)]
         except Exception:
             pass
+        extra = from_pretrained_kwargs(variant)
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=getattr(torch, _DTYPES[variant.precision]), local_files_only=True,
-            trust_remote_code=trc, device_map=device,
+            path, config=config, dtype=getattr(torch, torch_dtype_name(variant)), local_files_only=True,
+            trust_remote_code=trc, device_map=variant.device_map or device, **extra,
         )
-    except ModelSourceError:
+        model = after_load(model, variant)
+    except (ModelSourceError, VariantUnsupported):
         raise
     except Exception as exc:
         raise ModelSourceError(f"{variant.model}: cannot load from {path} ({type(exc).__name__}: {exc})") from None
+    if variant.device_map:
+        device = str(next(model.parameters()).device)
     model.eval()
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)

@@ -11,17 +11,64 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _rows(a) -> int:
+    """Rows of the activation matrix (all leading dimensions)."""
+    return _prod(a.shape[:-1])
+
+
 def register_missing_formulas() -> None:
-    """Register FLOP formulas for ops FlopCounterMode leaves at 0. Idempotent: it checks torch's own
-    registry (not a flag of ours), so it also holds when torch's flop_counter module is re-imported."""
+    """Register FLOP formulas for ops FlopCounterMode leaves at 0: CPU SDPA, torch dynamic-quantized linear
+    and the bitsandbytes matmuls. Each counts the dense-equivalent 2 x rows x in x out of the matmul it stands
+    for, so a quantized variant counts the same FLOPs as its unquantized twin. Idempotent: it checks torch's
+    own registry (not a flag of ours), so it also holds when torch's flop_counter module is re-imported."""
     import torch
     from torch.utils import flop_counter
 
-    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_sdpa is not None and cpu_sdpa not in flop_counter.flop_registry:
-        @flop_counter.register_flop_formula(cpu_sdpa, get_raw=True)
-        def _cpu_sdpa_flop(query, key, value, *args, out_val=None, **kwargs) -> int:
-            return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+    def register(op, formula) -> None:
+        if op is not None and op not in flop_counter.flop_registry:
+            flop_counter.register_flop_formula(op, get_raw=True)(formula)
+
+    def cpu_sdpa(query, key, value, *args, out_val=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    def dynamic_linear(x, packed, *args, out_val=None, **kwargs) -> int:
+        weight, _bias = packed.unpack()
+        return 2 * _rows(x) * x.shape[-1] * weight.shape[0]
+
+    def bnb_4bit(a, b, shape_b, *args, out_val=None, **kwargs) -> int:
+        # shape_b is the dequantized weight's [out_features, in_features]
+        return 2 * _rows(a) * a.shape[-1] * int(shape_b[0])
+
+    def bnb_int8_mixed(a, ca, cb, *args, out_val=None, **kwargs) -> int:
+        return 2 * _rows(a) * a.shape[-1] * cb.shape[0]
+
+    def bnb_int8(a, b, *args, out_val=None, **kwargs) -> int:
+        return 2 * _rows(a) * a.shape[-1] * b.shape[0]
+
+    register(getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None), cpu_sdpa)
+    quantized = getattr(torch.ops, "quantized", None)
+    register(getattr(quantized, "linear_dynamic", None), dynamic_linear)
+    if "bitsandbytes" in _loaded_namespaces():
+        bnb = torch.ops.bitsandbytes
+        for name in ("gemm_4bit", "gemv_4bit"):
+            register(getattr(bnb, name, None), bnb_4bit)
+        register(getattr(bnb, "int8_mixed_scaled_mm", None), bnb_int8_mixed)
+        register(getattr(bnb, "int8_scaled_mm", None), bnb_int8)
+        register(getattr(bnb, "int8_linear_matmul", None), bnb_int8)
+
+
+def _loaded_namespaces() -> set[str]:
+    """Op namespaces already defined (we never import bitsandbytes just to register formulas)."""
+    import sys
+
+    return {"bitsandbytes"} if "bitsandbytes" in sys.modules else set()
 
 
 @dataclass

@@ -167,6 +167,7 @@ class NvmlMeter:
             return True
         if self._error is not None:
             return False
+        self.notes = []
         if self._nvml is None:
             try:
                 self._nvml = importlib.import_module("pynvml")
@@ -284,11 +285,11 @@ class NvmlMeter:
             devices.append(GpuDevice(key=f"cuda:{ordinal}", handle=handle, nvml_index=index,
                                      uuid=None if uuid is None else _text(uuid),
                                      name=None if name is None else _text(name), mode=self._probe_mode(handle)))
-        names = {d.name for d in devices}
-        if (os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and len(names) > 1
-                and "CUDA_VISIBLE_DEVICES" not in os.environ):
-            self.notes.append("GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA's cuda:N may "
-                              "not be NVML's index N")
+        models = {_text(n) for n in (self._try("nvmlDeviceGetName", h) for h, _ in visible) if n is not None}
+        if os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and len(models) > 1:
+            self.notes.append("GPUs of different models and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA may number "
+                              "them differently from NVML; set CUDA_DEVICE_ORDER=PCI_BUS_ID or list UUIDs in "
+                              "CUDA_VISIBLE_DEVICES")
         return devices
 
     # -- the meter interface ------------------------------------------------------------------------------------

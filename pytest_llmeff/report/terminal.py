@@ -28,6 +28,8 @@ COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("flops_per_tok", "GFLOP/tok", 1e-9),
     ("tflops", "TFLOP/s", 1.0),
     ("load_s", "load s", 1.0),
+    ("token_agreement", "agree", 1.0),
+    ("ppl_ratio", "ppl ratio", 1.0),
 )
 
 
