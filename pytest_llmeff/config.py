@@ -36,6 +36,9 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      {"metavar": "DIR"}),
     ("--llmeff-no-reorder", "llmeff_no_reorder", "bool",
      "keep pytest's test order instead of grouping each variant's tests together", {"action": "store_true"}),
+    ("--llmeff-trust-remote-code", "llmeff_trust_remote_code", "bool",
+     "allow models to run their own Python code (transformers trust_remote_code) for every variant; "
+     "off by default, also settable per test with trust_remote_code=True on the marker", {"action": "store_true"}),
     ("--llmeff-country", "llmeff_country", "string",
      "ISO 3166 alpha-3 country whose grid carbon intensity gives co2_g (default USA)", {"metavar": "ISO3"}),
 )
@@ -75,6 +78,7 @@ class LlmeffConfig:
     skip: bool = False
     only: bool = False
     reorder: bool = True
+    trust_remote_code: bool = False
     country_iso_code: str = "USA"
 
     def rounds_for(self, marker_rounds: Optional[int]) -> int:
@@ -147,5 +151,6 @@ def resolve(pytest_config) -> LlmeffConfig:
         skip=flag("llmeff_skip"), only=flag("llmeff_only"),
         cache_dir=Path(os.path.expanduser(cache)),
         reorder=not flag("llmeff_no_reorder"),
+        trust_remote_code=flag("llmeff_trust_remote_code"),
         country_iso_code=country.upper(),
     )

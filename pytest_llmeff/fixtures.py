@@ -54,10 +54,13 @@ def _reference_data(session, variant: Variant, nodeid: str):
     key = _quality_key(variant)
     if key not in session.quality_cache:
         ref = variant.reference()
+        problem = None
         try:
             loaded = session.models.get(ref)
         except (ModelSourceError, VariantUnsupported) as exc:
-            pytest.fail(f"{nodeid}: the reference variant {ref.id} cannot load: {exc}; choose another with "
+            problem = str(exc)
+        if problem is not None:
+            pytest.fail(f"{nodeid}: the reference variant {ref.id} cannot load: {problem}; choose another with "
                         "reference={'precision': ..., 'quantization': ...} or set quality=False", pytrace=False)
         session.quality_cache[key] = quality.probe(loaded, key[1], variant.max_new_tokens)
     return session.quality_cache[key]
@@ -75,14 +78,22 @@ def llm_model(llmeff_variant, request):
 
     session = _session(request)
     nodeid = request.node.nodeid
+    if session.options.trust_remote_code and not llmeff_variant.trust_remote_code:
+        llmeff_variant = replace(llmeff_variant, trust_remote_code=True)
+    if llmeff_variant.quality and not llmeff_variant.is_reference and "llm_benchmark" in request.fixturenames:
+        _reference_data(session, llmeff_variant, nodeid)
+    skip_reason = failure = None
     try:
-        if llmeff_variant.quality and not llmeff_variant.is_reference and "llm_benchmark" in request.fixturenames:
-            _reference_data(session, llmeff_variant, nodeid)
         loaded = session.models.get(llmeff_variant)
     except VariantUnsupported as exc:
-        pytest.skip(f"{llmeff_variant.id}: {exc}")
+        skip_reason = f"{llmeff_variant.id}: {exc}"
     except ModelSourceError as exc:
-        pytest.fail(f"{nodeid}: {exc}", pytrace=False)
+        failure = f"{nodeid}: {exc}"
+    # raised outside the except blocks, so the report shows one line and no chained traceback
+    if skip_reason is not None:
+        pytest.skip(skip_reason)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     # same weights, this test's variant (batch size and generation settings may differ from the loader's)
     return replace(loaded, variant=llmeff_variant)
 

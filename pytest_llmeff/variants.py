@@ -74,10 +74,10 @@ class Variant:
         return "|".join(parts)
 
     def reference(self) -> "Variant":
-        """The variant this one's quality is compared against (same model and device)."""
+        """The variant this one's quality is compared against (same model and device; its id has no batch size,
+        since the quality probe does not depend on it)."""
         return replace(self, precision=self.reference_precision, quantization=self.reference_quantization,
-                       id=variant_id(self.model, self.reference_precision, self.reference_quantization,
-                                     self.batch_size))
+                       id=load_id(self.model, self.reference_precision, self.reference_quantization))
 
     @property
     def is_reference(self) -> bool:
@@ -138,12 +138,17 @@ def sanitize_id(text: str) -> str:
     return cleaned or "x"
 
 
-def variant_id(model: str, precision: str, quantization: Optional[QuantSpec], batch_size: int) -> str:
+def load_id(model: str, precision: str, quantization: Optional[QuantSpec]) -> str:
+    """Readable id of what is loaded: ``smollm2-135m-bf16-nf4``."""
     parts = [_short_model_name(model), PRECISION_SHORT.get(precision, precision)]
     if quantization is not None:
         parts.append(quantization.label)
-    parts.append(f"b{batch_size}")
     return sanitize_id("-".join(parts))
+
+
+def variant_id(model: str, precision: str, quantization: Optional[QuantSpec], batch_size: int) -> str:
+    """Readable test id: ``smollm2-135m-bf16-nf4-b4``."""
+    return f"{load_id(model, precision, quantization)}-b{batch_size}"
 
 
 def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], InvalidMarker]:

@@ -94,7 +94,7 @@ def prefill_heavy_model(tiny_cache):
 def test_ttft_matches_an_independent_one_token_generate(prefill_heavy_model):
     """TTFT from the in-generate hook vs the wall time of a separate max_new_tokens=1 generate: within 10%."""
     m = prefill_heavy_model
-    prompts = [" ".join(["the ferryman counted the boats on the pier"] * 40)] * 4
+    prompts = [" ".join(["the ferryman counted the boats on the pier"] * 80)] * 4
     inputs = m.encode(prompts)
     m.generate_ids(inputs, 1)  # warm-up
     ttfts, latencies, one_token = [], [], []

@@ -117,7 +117,7 @@ def test_quantizations_expand_with_readable_ids_and_a_float32_reference():
     assert [v.quant_label for v in variants] == [None, "int8", "nf4", "fp4", "dynamic-int8"]
     assert len({v.load_key for v in variants}) == 5
     assert variants[0].is_reference and not any(v.is_reference for v in variants[1:])
-    assert all(v.reference().id == "tiny-random-llama-fp32-b1" for v in variants)
+    assert all(v.reference().id == "tiny-random-llama-fp32" for v in variants)
     custom = expand({"model": "tiny-random-llama", "precision": "bfloat16",
                      "reference": {"precision": "bfloat16"}})[0]
     assert custom.is_reference

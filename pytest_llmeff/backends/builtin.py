@@ -60,7 +60,7 @@ def build_tiny_llama(cache_root: Path, progress: Optional[Callable[[str], None]]
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    gguf.ensure_writable_dir(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         _train_tokenizer(tmp)

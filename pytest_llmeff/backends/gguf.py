@@ -24,6 +24,18 @@ class ModelSourceError(RuntimeError):
     """A model that cannot be loaded; the message names it and the reason."""
 
 
+def ensure_writable_dir(directory: Path) -> None:
+    """Create ``directory`` if needed; ModelSourceError naming it when it cannot be created or written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelSourceError(f"cannot create the model cache {directory}: {exc.strerror or exc}; choose another "
+                               "with --llmeff-cache-dir or LLMEFF_CACHE_DIR") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ModelSourceError(f"the model cache {directory} is not writable; choose another with "
+                               "--llmeff-cache-dir or LLMEFF_CACHE_DIR")
+
+
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -51,13 +63,7 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
     target = cache_dir_for(gguf_path, cache_root)
     if is_complete(target):
         return target, None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelSourceError(f"cannot create the model cache {target.parent}: {exc.strerror}") from None
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise ModelSourceError(f"the model cache {target.parent} is not writable; choose another with "
-                               "--llmeff-cache-dir or LLMEFF_CACHE_DIR")
+    ensure_writable_dir(target.parent)
     if progress:
         progress(f"converting {gguf_path.name} to a safetensors cache (one-time, ~20 s for 135M params)...")
     start = time.perf_counter()

@@ -138,17 +138,27 @@ class LoadedModel:
         return weights_bytes(self.model)
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/...)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                     os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return Path(home) / "hub"
+
+
 def _local_hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    cache = hub_cache_dir()
     try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, cache_dir=cache))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         raise ModelSourceError(
-            f"model {repo_id!r}{'@' + revision if revision else ''} is not in the local Hugging Face cache "
-            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}); "
-            "this plugin never downloads at run time: fetch it beforehand with `hf download` or use a local directory"
+            f"model {repo_id + ('@' + revision if revision else '')!r} is not in the local Hugging Face cache "
+            f"({cache}); this plugin never downloads at run time: fetch it beforehand with `hf download` "
+            "or use a local directory"
         ) from None
 
 
