@@ -39,6 +39,17 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
     ("--llmeff-trust-remote-code", "llmeff_trust_remote_code", "bool",
      "allow models to run their own Python code (transformers trust_remote_code) for every variant; "
      "off by default, also settable per test with trust_remote_code=True on the marker", {"action": "store_true"}),
+    ("--llmeff-energy", "llmeff_energy", "string",
+     "energy backend: auto (real meters first: NVML for CUDA, RAPL for CPU, else the CodeCarbon estimate), "
+     "nvml, rapl, codecarbon or off", {"metavar": "BACKEND"}),
+    ("--llmeff-idle-s", "llmeff_idle_s", "string",
+     "measure idle power for this many seconds before the benchmarks and report energy_net_j (real meters only)",
+     {"metavar": "SECONDS"}),
+    ("--llmeff-peak-tflops", "llmeff_peak_tflops", "string",
+     "peak TFLOP/s of the device for the variant's dtype, for mfu (default: a table of known GPUs)",
+     {"metavar": "TFLOPS"}),
+    ("--llmeff-powercap-root", "llmeff_powercap_root", "string",
+     "root of the powercap sysfs for RAPL (default /sys/class/powercap)", {"metavar": "DIR"}),
     ("--llmeff-country", "llmeff_country", "string",
      "ISO 3166 alpha-3 country whose grid carbon intensity gives co2_g (default USA)", {"metavar": "ISO3"}),
 )
@@ -80,6 +91,11 @@ class LlmeffConfig:
     reorder: bool = True
     trust_remote_code: bool = False
     country_iso_code: str = "USA"
+    country_explicit: bool = False
+    energy: str = "auto"
+    idle_s: float = 0.0
+    peak_tflops: Optional[float] = None
+    powercap_root: str = "/sys/class/powercap"
 
     def rounds_for(self, marker_rounds: Optional[int]) -> int:
         for v in (self.rounds, marker_rounds, self.ini_rounds):
@@ -103,6 +119,19 @@ def _int_value(name: str, raw: Any, minimum: int) -> Optional[int]:
         raise UsageProblem(f"{name}={raw!r} is not an integer; give an integer >= {minimum}") from None
     if value < minimum:
         raise UsageProblem(f"{name}={value} is not allowed; give an integer >= {minimum}")
+    return value
+
+
+def _float_value(name: str, raw: Any, minimum: float, strict: bool = False) -> Optional[float]:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise UsageProblem(f"{name}={raw!r} is not a number; give a number {'>' if strict else '>='} {minimum:g}") \
+            from None
+    if value < minimum or (strict and value == minimum) or value != value:
+        raise UsageProblem(f"{name}={raw} is not allowed; give a number {'>' if strict else '>='} {minimum:g}")
     return value
 
 
@@ -144,6 +173,12 @@ def resolve(pytest_config) -> LlmeffConfig:
     country = (text("llmeff_country") or "USA").strip()
     if len(country) != 3 or not country.isalpha():
         raise UsageProblem(f"country {country!r} is not an ISO 3166 alpha-3 code such as USA, FRA, DEU")
+    energy = (text("llmeff_energy") or "auto").strip()
+    backends = ("auto", "nvml", "rapl", "codecarbon", "off")
+    if energy not in backends:
+        raise UsageProblem(f"--llmeff-energy={energy!r} is not allowed; allowed: {', '.join(backends)}")
+    idle_s = _float_value("--llmeff-idle-s", text("llmeff_idle_s"), minimum=0.0) or 0.0
+    peak = _float_value("--llmeff-peak-tflops", text("llmeff_peak_tflops"), minimum=0.0, strict=True)
     return LlmeffConfig(
         report=flag("llmeff_report") or bool(json_path),
         json_path=Path(json_path) if json_path else None,
@@ -153,4 +188,7 @@ def resolve(pytest_config) -> LlmeffConfig:
         reorder=not flag("llmeff_no_reorder"),
         trust_remote_code=flag("llmeff_trust_remote_code"),
         country_iso_code=country.upper(),
+        country_explicit=bool(text("llmeff_country")),
+        energy=energy, idle_s=idle_s, peak_tflops=peak,
+        powercap_root=text("llmeff_powercap_root") or "/sys/class/powercap",
     )

@@ -142,8 +142,17 @@ def llm_benchmark(llm_model, request):
         new_tokens = max_new_tokens or variant.max_new_tokens
         rounds = session.options.rounds_for(variant.rounds)
         warmup = session.options.warmup_for(variant.warmup)
+        meter = session.meter_for(llm_model.device)
+        key = "cuda" if llm_model.device.startswith("cuda") else "cpu"
+        ctx = runner.EnergyContext(country_iso3=session.options.country_iso_code,
+                                   idle_power_w=session.idle_power_w.get(key),
+                                   idle_requested=session.options.idle_s > 0)
         measured = runner.run(llm_model, use_prompts, batch_size=variant.batch_size, max_new_tokens=new_tokens,
-                              rounds=rounds, warmup=warmup, meter=session.meter)
+                              rounds=rounds, warmup=warmup, meter=meter, energy_ctx=ctx,
+                              peak_tflops=session.options.peak_tflops or _known_peak(llm_model))
+        from pytest_llmeff.measure.conditions import cpu_governor_warning, gpu_sharing_warning
+
+        measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
         extra: dict[str, list[float]] = {}
         if variant.quality:  # outside the timed rounds
             from pytest_llmeff import quality
@@ -168,11 +177,28 @@ def llm_benchmark(llm_model, request):
             else _with_new_tokens(variant, new_tokens), params=params, rounds=rounds, warmup=warmup,
             measured=measured, loaded=llm_model, prompts_count=len(use_prompts), extra_metrics=extra,
             resolved_path=str(llm_model.path) if llm_model.path else None,
+            country=session.options.country_iso_code,
         )
         records.append(record)
         return record
 
     return bench
+
+
+def _known_peak(loaded):
+    """Peak TFLOP/s of the variant's GPU and compute dtype from the table, or None (no mfu is guessed)."""
+    if not loaded.device.startswith("cuda"):
+        return None
+    import torch
+
+    from pytest_llmeff.backends.quant import torch_dtype_name
+    from pytest_llmeff.measure.peaks import peak_tflops
+
+    dtype = torch_dtype_name(loaded.variant)
+    q = loaded.variant.quantization
+    if q is not None and q.compute_dtype:
+        dtype = q.compute_dtype
+    return peak_tflops(torch.cuda.get_device_name(loaded.device), "fp8" if loaded.variant.precision == "fp8" else dtype)
 
 
 def _with_new_tokens(variant: Variant, new_tokens: int) -> Variant:

@@ -83,6 +83,19 @@ def pytest_configure(config):
         raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
     if options.skip and options.only:
         raise pytest.UsageError("pytest-llmeff: --llmeff-skip and --llmeff-only exclude each other; give one")
+    if options.energy in ("rapl", "nvml") and not _is_worker(config):
+        from pytest_llmeff.measure.meters import check_backend
+
+        problem = check_backend(options.energy, options.powercap_root)
+        if problem:
+            raise pytest.UsageError(f"pytest-llmeff: {problem}")
+    if options.country_explicit:
+        from pytest_llmeff.measure.carbon import UnknownCountry, intensity_g_per_kwh
+
+        try:
+            intensity_g_per_kwh(options.country_iso_code)
+        except UnknownCountry as exc:
+            raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
     from pytest_llmeff.metrics import register_metric
     from pytest_llmeff.session import LlmeffSession
 

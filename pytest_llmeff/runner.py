@@ -6,20 +6,29 @@
    under ``torch.inference_mode``. Per round: perf_counter around ``model.generate`` (CUDA-synchronized),
    step timestamps from a logits processor inside that same call (TTFT and per-token times), a peak-memory
    window (VmHWM reset / CUDA peak reset) and an energy window.
-4. One separate, untimed pass under FlopCounterMode for the FLOPs.
+4. Short-window guard: when one generate is shorter than twice the meter's resolution, a real meter's energy is
+   re-measured after the timed rounds over ``k`` repeated generates per window (energy per generate = window / k);
+   an estimate is kept and flagged.
+5. Prefill energy: windows around prefill-only passes (generate of 1 token), repeated the same way.
+6. One separate, untimed pass under FlopCounterMode for the FLOPs, next to the analytic count.
 Only real tokens are counted: no padding, nothing after EOS.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from pytest_llmeff.measure.energy import CodeCarbonMeter, Measurement
-from pytest_llmeff.measure.flops import FlopsCounter
+from pytest_llmeff.measure.energy import Measurement
+from pytest_llmeff.measure.flops import FlopsCounter, analytic_generate_flops
 from pytest_llmeff.measure.memory import PeakMemory
 from pytest_llmeff.measure.timing import make_timestamp_processor, step_times
+
+MAX_REPEATS = 1000
+CV_WARN = 0.10
 
 
 @dataclass
@@ -32,6 +41,7 @@ class Measured:
     steps: int = 0
     energy: Optional[Measurement] = None
     energy_devices: dict[str, Optional[float]] = field(default_factory=dict)
+    energy_repeats: int = 1
     memory_method: str = "unavailable"
     flops_total: Optional[int] = None
     warnings: list[str] = field(default_factory=list)
@@ -39,6 +49,15 @@ class Measured:
     def add(self, name: str, value: Optional[float]) -> None:
         if value is not None:
             self.samples.setdefault(name, []).append(float(value))
+
+
+@dataclass
+class EnergyContext:
+    """What the energy phase needs besides the meter: the grid for CO2 and the idle power to subtract."""
+
+    country_iso3: Optional[str] = None
+    idle_power_w: Optional[float] = None
+    idle_requested: bool = False
 
 
 def make_batch(prompts: Sequence[str], batch_size: int) -> list[str]:
@@ -55,23 +74,53 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+def _is_real(meter) -> bool:
+    return meter is not None and not getattr(meter, "estimated", False) and "codecarbon" not in type(meter).__name__.lower()
+
+
+def _repeats_for(meter, seconds_per_call: float) -> int:
+    resolution = float(getattr(meter, "resolution_s", 0.0) or 0.0)
+    if resolution <= 0 or seconds_per_call <= 0 or seconds_per_call >= 2 * resolution:
+        return 1
+    return min(MAX_REPEATS, math.ceil(2 * resolution / seconds_per_call))
+
+
+def _energy_window(meter, work, repeats: int, device: str) -> Measurement:
+    start = meter.begin()
+    for _ in range(repeats):
+        work()
+    _sync(device)
+    return meter.end(start)
+
+
+def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
+    if energy_j is None or not ctx.country_iso3:
+        return None
+    from pytest_llmeff.measure.carbon import co2_g
+
+    return co2_g(energy_j, ctx.country_iso3)
+
+
 def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, rounds: int, warmup: int,
-        meter: Optional[CodeCarbonMeter], count_flops: bool = True) -> Measured:
+        meter, count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
+        peak_tflops: Optional[float] = None) -> Measured:
     """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples."""
+    ctx = energy_ctx or EnergyContext()
     batch = make_batch(list(prompts), batch_size)
     inputs = loaded.encode(batch)
     device = loaded.device
     measured = Measured()
 
+    def generate():
+        return loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
+
     for _ in range(warmup):
-        loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
+        generate()
 
     peak = PeakMemory(device)
     measured.memory_method = peak.method
-    energy_total, energy_seen = 0.0, False
-    devices_total: dict[str, Optional[float]] = {}
-    last_energy: Optional[Measurement] = None
-    latencies = []
+    round_energy: list[Measurement] = []
+    latencies: list[float] = []
     for _ in range(rounds):
         stamper = make_timestamp_processor(device)
         peak.reset()
@@ -81,7 +130,8 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         out = loaded.generate_ids(inputs, max_new_tokens, fixed_length=True, logits_processor=[stamper])
         _sync(device)
         t1 = time.perf_counter()
-        energy = meter.end(e_start) if meter is not None else None
+        if meter is not None:
+            round_energy.append(meter.end(e_start))
         peak_bytes = peak.peak_bytes()
 
         gen = loaded.decode(inputs, out)
@@ -97,37 +147,113 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         measured.add("throughput_tok_s", gen.tokens_total / latency)
         measured.add("prefill_tok_s", gen.prompt_tokens_total / ttft if ttft > 0 else None)
         measured.add("peak_mem_bytes", peak_bytes)
-        if energy is not None and energy.energy_j is not None:
-            energy_seen = True
-            energy_total += energy.energy_j
-            for dev, joules in energy.devices.items():
-                if joules is None:
-                    devices_total.setdefault(dev, None)
-                else:
-                    devices_total[dev] = (devices_total.get(dev) or 0.0) + joules
-            measured.add("energy_j", energy.energy_j)
-            measured.add("energy_j_per_tok", energy.energy_j / gen.tokens_total if gen.tokens_total else None)
-            measured.add("co2_g", energy.co2_g)
-        if energy is not None:
-            last_energy = energy
 
-    if last_energy is not None:
-        measured.energy = last_energy
-        measured.energy_devices = devices_total if energy_seen else {}
-        if last_energy.estimated and energy_seen:
-            measured.warnings.append(f"energy is an estimate ({last_energy.method}), not a meter reading")
-        if not energy_seen:
-            measured.warnings.append(f"energy not measured: {last_energy.method}")
     if peak.method == "unavailable":
         measured.warnings.append("peak memory not measured: no resettable peak on this platform")
+    tps = measured.samples.get("throughput_tok_s", [])
+    if len(tps) > 1 and statistics.mean(tps) > 0:
+        cv = statistics.stdev(tps) / statistics.mean(tps)
+        if cv > CV_WARN:
+            measured.warnings.append(f"throughput varies: coefficient of variation {cv:.0%} over {len(tps)} rounds "
+                                     f"(> {CV_WARN:.0%}); results are noisy")
+
+    if meter is not None:
+        _energy_phase(measured, meter, round_energy, latencies, generate, inputs, loaded, ctx, batch_size)
 
     if count_flops:
         with FlopsCounter().count() as counted:
-            out = loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
+            out = generate()
         gen = loaded.decode(inputs, out)
         measured.flops_total = counted.flops
         if counted.flops and gen.tokens_total:
+            measured.add("flops_counted", counted.flops)
             measured.add("flops_per_tok", counted.flops / gen.tokens_total)
             for latency in latencies:
-                measured.add("tflops", counted.flops / latency / 1e12)
+                tflops = counted.flops / latency / 1e12
+                measured.add("tflops", tflops)
+                measured.add("mfu", tflops / peak_tflops if peak_tflops else None)
+        analytic = _analytic(loaded, batch_size, gen)
+        if analytic is not None:
+            measured.add("flops_analytic", analytic)
     return measured
+
+
+def _analytic(loaded, batch_size: int, gen) -> Optional[int]:
+    config = getattr(loaded.model, "config", None)
+    needed = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size")
+    if config is None or not all(getattr(config, a, None) for a in needed):
+        return None
+    return analytic_generate_flops(config, batch_size, gen.padded_prompt_len, gen.steps)
+
+
+def _energy_phase(measured: Measured, meter, round_energy: list[Measurement], latencies: list[float], generate,
+                  inputs, loaded, ctx: EnergyContext, batch_size: int) -> None:
+    device = loaded.device
+    real = _is_real(meter)
+    median_latency = statistics.median(latencies)
+    repeats = _repeats_for(meter, median_latency)
+    windows = round_energy
+    if repeats > 1 and real:
+        # one generate is shorter than the meter can resolve: re-measure over repeated generates per window
+        windows = [_energy_window(meter, generate, repeats, device) for _ in range(len(latencies))]
+        measured.energy_repeats = repeats
+        measured.warnings.append(
+            f"one generate ({median_latency * 1e3:.1f} ms) is shorter than twice the meter's resolution "
+            f"({meter.resolution_s * 1e3:.0f} ms): energy measured over {repeats} generates per window, "
+            "after the timed rounds")
+    elif repeats > 1:
+        measured.warnings.append(
+            f"energy window ({median_latency * 1e3:.1f} ms) is shorter than twice the resolution of "
+            f"{meter.method} ({meter.resolution_s:g} s): the estimate is extrapolated")
+    measured.energy = windows[-1] if windows else None
+    seen = False
+    devices: dict[str, Optional[float]] = {}
+    for w in windows:
+        if w.energy_j is None:
+            continue
+        seen = True
+        per_call = w.energy_j / measured.energy_repeats
+        measured.add("energy_j", per_call)
+        measured.add("energy_j_per_tok", per_call / measured.tokens_generated if measured.tokens_generated else None)
+        measured.add("co2_g", _co2(per_call, ctx))
+        if ctx.idle_power_w is not None and real:
+            measured.add("energy_net_j", per_call - ctx.idle_power_w * w.duration_s / measured.energy_repeats)
+        for dev, joules in w.devices.items():
+            if joules is None or (dev in devices and devices[dev] is None):
+                devices[dev] = None  # a device unreadable in any window has no total
+            else:
+                devices[dev] = (devices.get(dev) or 0.0) + joules / measured.energy_repeats
+    measured.energy_devices = devices
+    if measured.energy is not None:
+        if not seen:
+            measured.warnings.append(f"energy not measured: {measured.energy.method}")
+        elif measured.energy.estimated:
+            measured.warnings.append(f"energy is an estimate ({measured.energy.method}), not a meter reading")
+            if ctx.idle_requested:
+                measured.warnings.append("idle subtraction is not meaningful for an estimate: energy_net_j "
+                                         "is not reported")
+    for note in getattr(meter, "fallback_notes", []) or []:
+        measured.warnings.append(f"energy meter fallback: {note}")
+    if not seen:
+        return
+
+    # prefill-only energy: generate of one token on the same batch, repeated to fill the meter's resolution
+    def prefill():
+        loaded.generate_ids(inputs, 1, fixed_length=True)
+
+    t0 = time.perf_counter()
+    prefill()
+    _sync(device)
+    prefill_s = time.perf_counter() - t0
+    p_repeats = _repeats_for(meter, prefill_s) if real else 1
+    prefill_j = []
+    for _ in range(min(3, len(latencies))):
+        w = _energy_window(meter, prefill, p_repeats, device)
+        if w.energy_j is not None:
+            prefill_j.append(w.energy_j / p_repeats)
+            measured.add("energy_prefill_j", w.energy_j / p_repeats)
+    decode_tokens = measured.tokens_generated - batch_size
+    if prefill_j and decode_tokens > 0:
+        prefill_median = statistics.median(prefill_j)
+        for e in measured.samples.get("energy_j", []):
+            measured.add("energy_decode_j_per_tok", (e - prefill_median) / decode_tokens)

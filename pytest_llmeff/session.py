@@ -7,6 +7,7 @@ session and on the pytest-xdist controller.
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,7 +32,8 @@ class LlmeffSession:
         self.records: list[BenchmarkRecord] = []
         self.loads: list[LoadEvent] = []
         self._models = None
-        self._meter = None
+        self._meters: dict = {}
+        self.idle_power_w: dict = {}
         self.quality_cache: dict = {}  # (reference load key, prompts, max_new_tokens) -> QualityData
         self.json_written: Optional[Path] = None
         self.write_error: Optional[str] = None
@@ -47,15 +49,40 @@ class LlmeffSession:
 
     @property
     def meter(self):
-        if self._meter is None:
-            from pytest_llmeff.measure.energy import CodeCarbonMeter
+        """The meter for CPU work (the ``energy_tracker`` fixture's)."""
+        return self.meter_for("cpu")
 
-            self._meter = CodeCarbonMeter(self.options.country_iso_code)
-        return self._meter
+    def meter_for(self, device: str):
+        """The session's energy meter for ``device`` (one per device kind), with its idle power measured once
+        when ``--llmeff-idle-s`` asks for it and the meter is a real one."""
+        from pytest_llmeff.measure.meters import make_meter
+
+        key = "cuda" if device.startswith("cuda") else "cpu"
+        if key not in self._meters:
+            meter = make_meter(self.options.energy, device, self.options.country_iso_code,
+                               self.options.powercap_root)
+            self._meters[key] = meter
+            self.idle_power_w[key] = self._measure_idle(meter)
+        return self._meters[key]
+
+    def _measure_idle(self, meter):
+        from pytest_llmeff.runner import _is_real
+
+        if self.options.idle_s <= 0 or not _is_real(meter):
+            return None
+        self.progress(f"measuring idle power for {self.options.idle_s:g} s ({meter.method})...")
+        start = meter.begin()
+        time.sleep(self.options.idle_s)
+        m = meter.end(start)
+        if m.energy_j is None or m.duration_s <= 0:
+            return None
+        power = m.energy_j / m.duration_s
+        self.progress(f"idle power {power:.2f} W")
+        return power
 
     def close(self) -> None:
-        if self._meter is not None:
-            self._meter.close()
+        for meter in self._meters.values():
+            meter.close()
         if self._models is not None:
             self._models.release()
 
@@ -107,7 +134,7 @@ class LlmeffSession:
 
 def build_record(*, nodeid: str, name: str, variant: Variant, params: dict[str, Any], rounds: int, warmup: int,
                  measured, loaded, prompts_count: int, extra_metrics: dict[str, list[float]],
-                 resolved_path: Optional[str]) -> BenchmarkRecord:
+                 resolved_path: Optional[str], country: Optional[str] = None) -> BenchmarkRecord:
     """Turn the runner's raw samples into a ``BenchmarkRecord`` (stats computed per metric)."""
     from pytest_llmeff.results import BenchmarkRecord, EnergyInfo, Metric, VariantRecord
 
@@ -118,8 +145,13 @@ def build_record(*, nodeid: str, name: str, variant: Variant, params: dict[str, 
     metrics = {name_: Metric.from_samples(name_, vals) for name_, vals in samples.items() if vals}
     energy = None
     if measured.energy is not None:
-        energy = EnergyInfo(method=measured.energy.method, estimated=measured.energy.estimated,
-                            country_iso_code=measured.energy.country_iso_code, devices=measured.energy_devices)
+        read = any(v is not None for v in measured.energy_devices.values()) or "energy_j" in measured.samples
+        energy = EnergyInfo(method=measured.energy.method,
+                            # never "not estimated" unless a meter was actually read
+                            estimated=bool(measured.energy.estimated or not read),
+                            country_iso_code=country, devices=measured.energy_devices,
+                            note=(f"{measured.energy_repeats} generates per energy window"
+                                  if measured.energy_repeats > 1 else None))
     return BenchmarkRecord(
         nodeid=nodeid, name=name, group=variant.group,
         variant=VariantRecord(

@@ -39,7 +39,10 @@ class Measurement:
 
 class CodeCarbonMeter:
     """One OfflineEmissionsTracker for the whole session (its first start costs ~0.4 s); each window is a
-    CodeCarbon task."""
+    CodeCarbon task. Its figures are estimates; ``resolution_s`` is its power-sampling period."""
+
+    resolution_s = 1.0
+    fallback_notes: list[str] = []
 
     def __init__(self, country_iso_code: str = "USA"):
         self.country_iso_code = country_iso_code

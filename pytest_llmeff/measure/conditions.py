@@ -1,0 +1,37 @@
+"""Machine conditions that make measurements less trustworthy, as warning lines (empty when all is well)."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Optional
+
+
+def cpu_governor_warning(root: str = "/sys/devices/system/cpu") -> Optional[str]:
+    """A warning when a readable CPU frequency governor is not ``performance``; None when fine or unreadable."""
+    governors = set()
+    for path in glob.glob(f"{root}/cpu[0-9]*/cpufreq/scaling_governor"):
+        try:
+            governors.add(Path(path).read_text().strip())
+        except OSError:
+            continue
+    others = sorted(g for g in governors if g != "performance")
+    if others:
+        return (f"CPU frequency governor is {', '.join(others)}, not 'performance': clock changes add noise "
+                "(sudo cpupower frequency-set -g performance)")
+    return None
+
+
+def gpu_sharing_warning(meter) -> Optional[str]:
+    """A warning when NVML sees other processes on the measured GPUs (their work lands in our energy)."""
+    lister = getattr(meter, "gpu_processes", None)
+    if lister is None:
+        return None
+    try:
+        others = lister()
+    except Exception:
+        return None
+    if others:
+        pids = ", ".join(str(p.get("pid")) for p in others[:5])
+        return f"other processes use the measured GPU(s) (pids {pids}): timings and energy include their load"
+    return None

@@ -1,0 +1,98 @@
+"""Choosing the energy meter: ``--llmeff-energy=auto|nvml|rapl|codecarbon|off``.
+
+``auto`` prefers real meters: NVML for a CUDA variant, else RAPL where its counters are readable, else the
+CodeCarbon estimate (labelled ``estimated``). An explicitly requested backend that cannot be read is an error
+(``MeterUnavailable``); ``auto`` falls back and says why in the method.
+Every meter has ``begin() -> start``, ``end(start) -> Measurement``, ``method``, ``resolution_s`` and ``close()``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from pytest_llmeff.measure.energy import CodeCarbonMeter, Measurement
+
+BACKENDS = ("auto", "nvml", "rapl", "codecarbon", "off")
+DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
+
+
+class MeterUnavailable(RuntimeError):
+    """The requested energy backend cannot be read here; the message says why."""
+
+
+class OffMeter:
+    """``--llmeff-energy=off``: no energy figures at all."""
+
+    resolution_s = 0.0
+    estimated = True
+
+    def __init__(self, reason: str = "off (--llmeff-energy=off)"):
+        self.method = reason
+
+    def begin(self) -> float:
+        return time.perf_counter()
+
+    def end(self, start: float) -> Measurement:
+        return Measurement(energy_j=None, duration_s=time.perf_counter() - start, method=self.method)
+
+    def close(self) -> None:
+        pass
+
+
+def _cuda_index(device: str) -> Optional[int]:
+    if not device.startswith("cuda"):
+        return None
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def check_backend(kind: str, powercap_root: str = DEFAULT_POWERCAP_ROOT) -> Optional[str]:
+    """For an explicitly requested backend: None when it can be read, else the reason (for a usage error)."""
+    if kind == "rapl":
+        from pytest_llmeff.measure.rapl import RaplMeter
+
+        ok, why = RaplMeter(powercap_root).available()
+        return None if ok else f"--llmeff-energy=rapl cannot read RAPL: {why}"
+    if kind == "nvml":
+        from pytest_llmeff.measure.nvml import NvmlMeter
+
+        ok, why = NvmlMeter().available()
+        return None if ok else f"--llmeff-energy=nvml cannot read NVML: {why}"
+    return None
+
+
+def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = DEFAULT_POWERCAP_ROOT):
+    """The meter for a variant on ``device``. Raises MeterUnavailable for an explicit backend that fails."""
+    if kind not in BACKENDS:
+        raise MeterUnavailable(f"--llmeff-energy={kind!r} is not one of {', '.join(BACKENDS)}")
+    if kind == "off":
+        return OffMeter()
+    notes = []
+    if kind in ("auto", "nvml"):
+        index = _cuda_index(device)
+        if index is not None or kind == "nvml":
+            from pytest_llmeff.measure.nvml import NvmlMeter
+
+            meter = NvmlMeter(device_indices=None if index is None else [index])
+            ok, why = meter.available()
+            if ok:
+                return meter
+            if kind == "nvml":
+                raise MeterUnavailable(f"--llmeff-energy=nvml cannot read NVML: {why}")
+            notes.append(f"nvml: {why}")
+    if kind in ("auto", "rapl") and not device.startswith("cuda"):
+        from pytest_llmeff.measure.rapl import RaplMeter
+
+        meter = RaplMeter(powercap_root)
+        ok, why = meter.available()
+        if ok:
+            meter.resolution_s = 0.001  # the counters update about every millisecond
+            return meter
+        if kind == "rapl":
+            raise MeterUnavailable(f"--llmeff-energy=rapl cannot read RAPL: {why}")
+        notes.append(f"rapl: {why}")
+    if kind == "rapl":
+        raise MeterUnavailable(f"--llmeff-energy=rapl measures the CPU package; device {device!r} is a GPU")
+    meter = CodeCarbonMeter(country_iso3)
+    meter.fallback_notes = notes
+    return meter
