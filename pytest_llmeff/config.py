@@ -50,6 +50,27 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      {"metavar": "TFLOPS"}),
     ("--llmeff-powercap-root", "llmeff_powercap_root", "string",
      "root of the powercap sysfs for RAPL (default /sys/class/powercap)", {"metavar": "DIR"}),
+    ("--llmeff-storage", "llmeff_storage", "string",
+     f"where runs are stored, grouped by machine fingerprint (default {DEFAULT_STORAGE}/)", {"metavar": "DIR"}),
+    ("--llmeff-save", "llmeff_save", "string", "store this run as the named baseline NAME ([A-Za-z0-9._-])",
+     {"metavar": "NAME"}),
+    ("--llmeff-autosave", "llmeff_autosave", "bool", "store this run as <counter>_<commit>_<date>",
+     {"action": "store_true"}),
+    ("--llmeff-compare", "llmeff_compare", "string",
+     "compare with a stored run: NAME, a PATH, or nothing for the latest run of this machine",
+     {"metavar": "NAME|PATH", "nargs": "?", "const": "latest"}),
+    ("--llmeff-compare-fail", "llmeff_compare_fail", "string",
+     "fail a test whose metric regressed: METRIC:N% or METRIC:N<unit>, comma separated, e.g. "
+     "throughput_tok_s:5%,ttft_s:10%,peak_mem_bytes:64MB", {"metavar": "SPEC"}),
+    ("--llmeff-alpha", "llmeff_alpha", "string",
+     "significance level of the one-sided Mann-Whitney U test of a regression (default 0.01)", {"metavar": "P"}),
+    ("--llmeff-markdown", "llmeff_markdown", "string",
+     "write the report as markdown to PATH (also appended to $GITHUB_STEP_SUMMARY when set)", {"metavar": "PATH"}),
+    ("--llmeff-csv", "llmeff_csv", "string", "write one CSV row per benchmark and metric to PATH",
+     {"metavar": "PATH"}),
+    ("--llmeff-benchmark-json", "llmeff_benchmark_json", "string",
+     "write the run in pytest-benchmark's JSON format to PATH (github-action-benchmark, Bencher)",
+     {"metavar": "PATH"}),
     ("--llmeff-country", "llmeff_country", "string",
      "ISO 3166 alpha-3 country whose grid carbon intensity gives co2_g (default USA)", {"metavar": "ISO3"}),
 )
@@ -96,6 +117,15 @@ class LlmeffConfig:
     idle_s: float = 0.0
     peak_tflops: Optional[float] = None
     powercap_root: str = "/sys/class/powercap"
+    storage: Path = Path(DEFAULT_STORAGE)
+    save: Optional[str] = None
+    autosave: bool = False
+    compare: Optional[str] = None
+    compare_fail: Optional[str] = None
+    alpha: float = 0.01
+    markdown: Optional[Path] = None
+    csv: Optional[Path] = None
+    benchmark_json: Optional[Path] = None
 
     def rounds_for(self, marker_rounds: Optional[int]) -> int:
         for v in (self.rounds, marker_rounds, self.ini_rounds):
@@ -179,8 +209,18 @@ def resolve(pytest_config) -> LlmeffConfig:
         raise UsageProblem(f"--llmeff-energy={energy!r} is not allowed; allowed: {', '.join(backends)}")
     idle_s = _float_value("--llmeff-idle-s", text("llmeff_idle_s"), minimum=0.0) or 0.0
     peak = _float_value("--llmeff-peak-tflops", text("llmeff_peak_tflops"), minimum=0.0, strict=True)
+    alpha = _float_value("--llmeff-alpha", text("llmeff_alpha"), minimum=0.0, strict=True)
+    if alpha is not None and alpha >= 1:
+        raise UsageProblem(f"--llmeff-alpha={alpha:g} is not allowed; give a probability between 0 and 1 (e.g. 0.01)")
+    compare = text("llmeff_compare")
+    compare_fail = text("llmeff_compare_fail")
+    if compare_fail and not compare:
+        raise UsageProblem(f"--llmeff-compare-fail={compare_fail!r} needs a baseline to compare with; add "
+                           "--llmeff-compare (latest stored run) or --llmeff-compare=NAME")
+    paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     return LlmeffConfig(
-        report=flag("llmeff_report") or bool(json_path),
+        report=flag("llmeff_report") or bool(json_path) or bool(text("llmeff_save")) or flag("llmeff_autosave")
+        or any(paths.values()) or bool(compare),
         json_path=Path(json_path) if json_path else None,
         rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
         skip=flag("llmeff_skip"), only=flag("llmeff_only"),
@@ -191,4 +231,10 @@ def resolve(pytest_config) -> LlmeffConfig:
         country_explicit=bool(text("llmeff_country")),
         energy=energy, idle_s=idle_s, peak_tflops=peak,
         powercap_root=text("llmeff_powercap_root") or "/sys/class/powercap",
+        storage=Path(os.path.expanduser(text("llmeff_storage") or DEFAULT_STORAGE)),
+        save=text("llmeff_save"), autosave=flag("llmeff_autosave"), compare=compare, compare_fail=compare_fail,
+        alpha=alpha if alpha is not None else 0.01,
+        markdown=Path(paths["llmeff_markdown"]) if paths["llmeff_markdown"] else None,
+        csv=Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,
+        benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
     )

@@ -179,6 +179,10 @@ def llm_benchmark(llm_model, request):
             resolved_path=str(llm_model.path) if llm_model.path else None,
             country=session.options.country_iso_code,
         )
+        session.evaluate_gate(record, variant)
+        for metric in ("throughput_tok_s", "ttft_s", "tpot_s", "peak_mem_bytes", "energy_j_per_tok"):
+            if metric in record.metrics:  # junit-xml properties
+                item.user_properties.append((f"llmeff_{record.variant.id}_{metric}", record.metrics[metric].median))
         records.append(record)
         return record
 

@@ -33,6 +33,32 @@ class MarkerArgs(BaseModel):
     reference: Optional[dict] = None
     quality: bool = True
     device_map: Optional[str] = None
+    thresholds: Optional[dict[str, str]] = None
+    limits: Optional[dict[str, str]] = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value):
+        if value:
+            from pytest_llmeff.gate import GateConfigError, parse_thresholds
+
+            try:
+                parse_thresholds(",".join(f"{k}:{v}" for k, v in value.items()))
+            except GateConfigError as exc:
+                raise ValueError(f"thresholds={value!r}: {exc}") from None
+        return value
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, value):
+        if value:
+            from pytest_llmeff.gate import GateConfigError, parse_limits
+
+            try:
+                parse_limits(value)
+            except GateConfigError as exc:
+                raise ValueError(f"limits={value!r}: {exc}") from None
+        return value
 
     @field_validator("quantization")
     @classmethod

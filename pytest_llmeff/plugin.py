@@ -57,6 +57,8 @@ def _controller_logreport(config, report) -> None:
         return
     before = len(session.records)
     session.add_report_payload(report)
+    if getattr(report, "llmeff_gate", None):
+        session.gate_failures.append((report.nodeid, str(report.longrepr)))
     if config.get_verbosity() > 0 and len(session.records) > before:
         from pytest_llmeff.session import one_line
 
@@ -105,7 +107,18 @@ def pytest_configure(config):
                 register_metric(spec)
             except ValueError as exc:
                 raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
-    config.stash[SESSION_KEY] = LlmeffSession(options, _progress_writer(config))
+    state = LlmeffSession(options, _progress_writer(config), Path(config.rootpath))
+    if options.compare or options.save:
+        from pytest_llmeff.gate import GateConfigError
+        from pytest_llmeff.storage import StorageError, check_name
+
+        try:
+            if options.save:
+                check_name(options.save)
+            state.load_baseline(_machine_info(config))
+        except (GateConfigError, StorageError) as exc:
+            raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
+    config.stash[SESSION_KEY] = state
     config.pluginmanager.register(_ReportCollector(config), "llmeff-report-collector")
 
 
@@ -196,7 +209,23 @@ def pytest_runtest_makereport(item, call):
         records = item.stash.get(RECORDS_KEY, [])
         if records:
             report.llmeff_records = payload(records)
+            failed = [r for r in records if r.gate_failed]
+            if failed and report.passed:
+                # a regression or a failed limit fails the test itself: no traceback, a section, its own letter
+                from pytest_llmeff.report.gate_text import failure_text
+
+                text = failure_text(failed)
+                report.outcome = "failed"
+                report.longrepr = text
+                report.sections.append(("llmeff gate", text))
+                report.llmeff_gate = "regressed"
     return report
+
+
+def pytest_report_teststatus(report, config):
+    if getattr(report, "llmeff_gate", None) and report.when == "call":
+        return "regressed", "R", ("REGRESSED", {"red": True})
+    return None
 
 
 def _machine_info(config) -> dict:
@@ -227,12 +256,22 @@ def pytest_sessionfinish(session, exitstatus):
         state.write_error = f"{type(exc).__name__}: {exc}"
         if session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
+    for problem in state.write_outputs(run, Path(config.rootpath)):
+        state.output_errors.append(problem)
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash.get(SESSION_KEY, None)
     if state is None or _is_worker(config):
         return
+    if state.gate_failures:
+        terminalreporter.section("llmeff regressions", red=True)
+        for nodeid, text in state.gate_failures:
+            terminalreporter.write_line(f"{nodeid}", bold=True)
+            terminalreporter.write_line(text)
     if not state.options.report:
         if state.records:
             terminalreporter.write_line(f"llmeff: {len(state.records)} benchmark(s) measured; "
@@ -247,3 +286,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"llmeff: results written to {state.json_written}")
     if state.write_error is not None:
         terminalreporter.write_line(f"llmeff: ERROR could not write the results file: {state.write_error}", red=True)
+    for line in state.outputs:
+        terminalreporter.write_line(f"llmeff: {line}")
+    for line in state.output_errors:
+        terminalreporter.write_line(f"llmeff: ERROR {line}", red=True)
+    for line in state.comparison_lines():
+        terminalreporter.write_line(f"llmeff: {line}")

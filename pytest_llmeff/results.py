@@ -118,6 +118,35 @@ class VariantRecord(BaseModel):
     trust_remote_code: bool = False
 
 
+class VerdictRecord(BaseModel):
+    """One metric compared with the baseline (see gate.py): status ok | improved | near-miss | regressed |
+    inconclusive; medians in the metric's unit; change = (current - baseline) / baseline; p_value one-sided
+    Mann-Whitney U."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    status: Literal["ok", "improved", "near-miss", "regressed", "inconclusive"]
+    baseline_median: Optional[float] = None
+    current_median: Optional[float] = None
+    change: Optional[float] = None
+    p_value: Optional[float] = None
+    threshold: str
+    message: str
+
+
+class LimitRecord(BaseModel):
+    """An absolute limit from the marker checked on this run's median."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    limit: str
+    median: Optional[float] = None
+    passed: bool
+    message: str
+
+
 class BenchmarkRecord(BaseModel):
     """One benchmark: one ``llm_benchmark()`` call of one test variant."""
 
@@ -136,7 +165,14 @@ class BenchmarkRecord(BaseModel):
     prompt_tokens: int
     outcome: Literal["passed", "failed", "error", "skipped", "unknown"] = "unknown"
     warnings: list[str] = Field(default_factory=list)
+    verdicts: list[VerdictRecord] = Field(default_factory=list)
+    limits: list[LimitRecord] = Field(default_factory=list)
     extra_info: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def gate_failed(self) -> bool:
+        """True when a metric regressed against the baseline or a marker limit failed."""
+        return any(v.status == "regressed" for v in self.verdicts) or any(not lim.passed for lim in self.limits)
 
 
 class LoadEvent(BaseModel):
@@ -186,6 +222,7 @@ class Run(BaseModel):
     versions: dict[str, Optional[str]]
     commit: CommitInfo
     pytest_args: list[str] = Field(default_factory=list)
+    baseline: Optional[str] = None
     loads: list[LoadEvent] = Field(default_factory=list)
     benchmarks: list[BenchmarkRecord] = Field(default_factory=list)
 

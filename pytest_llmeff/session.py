@@ -20,13 +20,19 @@ if TYPE_CHECKING:  # pydantic models load only when a benchmark is recorded
 from pytest_llmeff.variants import Variant, sanitize_id
 
 
+def _verdicts(run) -> dict:
+    """(nodeid, name) -> {metric: verdict} from the records, as the report writers take them."""
+    return {(r.nodeid, r.name): {v.metric: v for v in r.verdicts} for r in run.benchmarks if r.verdicts}
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class LlmeffSession:
-    def __init__(self, options: LlmeffConfig, progress: Callable[[str], None]):
+    def __init__(self, options: LlmeffConfig, progress: Callable[[str], None], rootdir: Path = Path(".")):
         self.options = options
+        self.rootdir = Path(rootdir)
         self.progress = progress
         self.started_at = utc_now()
         self.records: list[BenchmarkRecord] = []
@@ -34,7 +40,16 @@ class LlmeffSession:
         self._models = None
         self._meters: dict = {}
         self.idle_power_w: dict = {}
-        self.quality_cache: dict = {}  # (reference load key, prompts, max_new_tokens) -> QualityData
+        self.quality_cache: dict = {}
+        self.thresholds: dict = {}
+        self.baseline = None
+        self.baseline_name: Optional[str] = None
+        self.baseline_note: Optional[str] = None
+        self.baseline_index: dict = {}
+        self.outputs: list[str] = []
+        self.output_errors: list[str] = []
+        self.gate_failures: list[tuple[str, str]] = []
+        self.current_run = None  # (reference load key, prompts, max_new_tokens) -> QualityData
         self.json_written: Optional[Path] = None
         self.write_error: Optional[str] = None
 
@@ -94,6 +109,65 @@ class LlmeffSession:
         self._models.loads = []
         return events
 
+    # --- baseline and gate -----------------------------------------------------------------------------
+    def storage(self, machine: Optional[dict] = None):
+        from pytest_llmeff.storage import Storage, machine_fingerprint
+
+        fingerprint = machine_fingerprint(machine) if machine is not None else None
+        root = self.options.storage if self.options.storage.is_absolute() else self.rootdir / self.options.storage
+        return Storage(root, fingerprint)
+
+    def load_baseline(self, machine: dict) -> None:
+        """Load the run named by --llmeff-compare (raises StorageError with one clear line). With no name and
+        no stored run yet, there is nothing to compare: a note, not an error (a first CI run)."""
+        from pytest_llmeff.gate import parse_thresholds
+        from pytest_llmeff.storage import StorageError
+
+        self.thresholds = parse_thresholds(self.options.compare_fail) if self.options.compare_fail else {}
+        name = self.options.compare
+        if not name:
+            return
+        store = self.storage(machine)
+        if name == "latest":
+            path = store.latest(store.fingerprint) or store.latest()
+            if path is None:
+                self.baseline_note = f"no stored run in {self.options.storage} to compare with yet"
+                return
+        else:
+            path = store.resolve(name)
+        try:
+            self.baseline = store.load(path)
+        except StorageError:
+            raise
+        self.baseline_name = str(path)
+        self.baseline_index = {(r.nodeid, r.name): r for r in self.baseline.benchmarks}
+
+    def evaluate_gate(self, record, variant) -> None:
+        """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (marker limits)."""
+        from pytest_llmeff.gate import check_limit, compare, parse_limits, parse_thresholds
+        from pytest_llmeff.results import LimitRecord, VerdictRecord
+
+        thresholds = dict(self.thresholds)
+        if variant.thresholds:
+            thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
+        base = self.baseline_index.get((record.nodeid, record.name)) if self.baseline is not None else None
+        if base is not None:
+            for metric, threshold in thresholds.items():
+                if metric not in record.metrics or metric not in base.metrics:
+                    continue
+                v = compare(metric, base.metrics[metric].samples, record.metrics[metric].samples, threshold,
+                            alpha=self.options.alpha)
+                record.verdicts.append(VerdictRecord(
+                    metric=metric, status=v.status, baseline_median=v.baseline_median,
+                    current_median=v.current_median, change=None if v.change is None or v.change != v.change
+                    or abs(v.change) == float("inf") else v.change,
+                    p_value=v.p_value, threshold=v.threshold, message=v.message))
+        if variant.limits:
+            for limit in parse_limits(dict(variant.limits)):
+                r = check_limit(limit, record.metrics.get(limit.metric))
+                record.limits.append(LimitRecord(metric=limit.metric, limit=limit.text, median=r.median,
+                                                 passed=r.passed, message=r.message))
+
     # --- records ------------------------------------------------------------------------------------
     def add_report_payload(self, report) -> None:
         raws, loads = getattr(report, "llmeff_records", None), getattr(report, "llmeff_loads", None)
@@ -119,8 +193,87 @@ class LlmeffSession:
         return Run(
             started_at=self.started_at, finished_at=utc_now(), machine=MachineInfo(**machine),
             versions=versions, commit=CommitInfo(**commit), pytest_args=list(args), loads=self.loads,
+            baseline=self.baseline_name,
             benchmarks=self.records,
         )
+
+    def write_outputs(self, run: Run, rootdir: Path) -> list[str]:
+        """Store the run (--llmeff-save/--llmeff-autosave) and write the CI reports; returns problems."""
+        from pytest_llmeff.storage import StorageError
+
+        self.current_run = run
+        problems = []
+
+        def where(p: Path) -> Path:
+            return p if p.is_absolute() else Path(rootdir) / p
+
+        store = self.storage(run.machine.model_dump())
+        for name in [self.options.save] if self.options.save else []:
+            try:
+                self.outputs.append(f"stored as {store.save(run, name)}")
+            except (StorageError, OSError) as exc:
+                problems.append(f"could not store the run: {exc}")
+        if self.options.autosave:
+            try:
+                self.outputs.append(f"stored as {store.save(run, store.autosave_name(run))}")
+            except (StorageError, OSError) as exc:
+                problems.append(f"could not store the run: {exc}")
+        writers = []
+        if self.options.markdown is not None:
+            writers.append(("markdown", self.options.markdown, self._write_markdown))
+        if self.options.csv is not None:
+            writers.append(("CSV", self.options.csv, self._write_csv))
+        if self.options.benchmark_json is not None:
+            writers.append(("pytest-benchmark JSON", self.options.benchmark_json, self._write_benchmark_json))
+        for label, path, writer in writers:
+            try:
+                writer(run, where(path))
+                self.outputs.append(f"{label} written to {where(path)}")
+            except Exception as exc:  # one report failing must not lose the others
+                problems.append(f"could not write the {label} report {where(path)}: {type(exc).__name__}: {exc}")
+        return problems
+
+    def _write_markdown(self, run, path: Path) -> None:
+        from pytest_llmeff.report.markdown import append_github_step_summary, render_markdown
+        from pytest_llmeff.results import atomic_write_text
+
+        text = render_markdown(run.benchmarks, verdicts=_verdicts(run), warnings=self.comparison_lines())
+        atomic_write_text(path, text)
+        summary = append_github_step_summary(text)
+        if summary is not None:
+            self.outputs.append(f"markdown appended to {summary}")
+
+    def _write_csv(self, run, path: Path) -> None:
+        from pytest_llmeff.report.csv_table import write_csv
+
+        write_csv(path, run.benchmarks, verdicts=_verdicts(run))
+
+    def _write_benchmark_json(self, run, path: Path) -> None:
+        from pytest_llmeff.report.benchmark_json import write_pytest_benchmark_json
+
+        write_pytest_benchmark_json(path, run)
+
+    def comparison_lines(self) -> list[str]:
+        """What the comparison with the baseline found beyond the verdicts: renamed/new/missing benchmarks and
+        machine or library mismatches."""
+        lines = []
+        if self.baseline_note:
+            lines.append(self.baseline_note)
+        if self.baseline is None or self.current_run is None:
+            return lines
+        from pytest_llmeff.storage import match_benchmarks, mismatch_warnings
+
+        lines.append(f"compared with {self.baseline_name}")
+        matching = match_benchmarks(self.baseline, self.current_run)
+        for old, new in matching.renamed:
+            lines.append(f"renamed: {old.nodeid} -> {new.nodeid} (not compared: give it its old name back, or "
+                         "store a new baseline)")
+        for rec in matching.new:
+            lines.append(f"new (no baseline): {rec.nodeid}")
+        for rec in matching.missing:
+            lines.append(f"missing (in the baseline only): {rec.nodeid}")
+        lines.extend(f"WARNING {w}" for w in mismatch_warnings(self.baseline, self.current_run))
+        return lines
 
     def write(self, run: Run, rootdir: Path) -> Path:
         from pytest_llmeff.results import write_run

@@ -25,7 +25,7 @@ DEVICES_HELP = "auto, cpu, cuda, cuda:N"
 MARKER_HELP = (
     f"{MARKER_NAME}(model, precision='float32', quantization=None, batch_size=1, prompts=None, "
     "max_new_tokens=32, rounds=None, warmup=None, group=None, device='auto', device_map=None, revision=None, "
-    "trust_remote_code=False, reference=None, quality=True): benchmark an LLM; list-valued arguments expand into one test per variant "
+    "trust_remote_code=False, reference=None, quality=True, thresholds=None, limits=None): benchmark an LLM; list-valued arguments expand into one test per variant "
     "(model x precision x quantization x batch_size)."
 )
 
@@ -60,6 +60,8 @@ class Variant:
     reference_precision: str = "float32"
     reference_quantization: Optional[QuantSpec] = None
     quality: bool = True
+    thresholds: tuple[tuple[str, str], ...] = ()
+    limits: tuple[tuple[str, str], ...] = ()
     id: str = field(default="", compare=False)
 
     @property
@@ -196,6 +198,7 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
             group=args_.group, device=args_.device, revision=args_.revision,
             trust_remote_code=args_.trust_remote_code, device_map=args_.device_map,
             reference_precision=ref_precision, reference_quantization=ref_quant, quality=args_.quality,
+            thresholds=tuple((args_.thresholds or {}).items()), limits=tuple((args_.limits or {}).items()),
             id=variant_id(model, precision, spec, batch),
         ))
     ids = [v.id for v in variants]

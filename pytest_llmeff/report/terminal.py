@@ -70,6 +70,23 @@ def _cell(record: BenchmarkRecord, metric: str, scale: float, best: Optional[flo
     return text
 
 
+VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusive": "?", "ok": ""}
+_HEADER = {m: h for m, h, _ in COLUMNS}
+
+
+def verdict_cell(record: BenchmarkRecord) -> str:
+    """Change against the baseline per gated metric with its mark (+ improved, ~ near-miss, ! regressed,
+    ? inconclusive), then failed limits."""
+    parts = []
+    for v in record.verdicts:
+        change = "n/a" if v.change is None else f"{v.change:+.1%}"
+        parts.append(f"{_HEADER.get(v.metric, v.metric)} {change} {VERDICT_MARK[v.status]}".rstrip())
+    for lim in record.limits:
+        if not lim.passed:
+            parts.append(f"{_HEADER.get(lim.metric, lim.metric)} limit {lim.limit} !")
+    return ", ".join(parts) or "-"
+
+
 def _label(record: BenchmarkRecord) -> str:
     name = record.name.split("[", 1)[0]
     extra = ",".join(f"{k}={v}" for k, v in record.params.items())
@@ -89,17 +106,22 @@ def render(records: list[BenchmarkRecord]) -> str:
         rows = list(rows_iter)
         metrics = [(m, h, s) for m, h, s in COLUMNS if any(m in r.metrics for r in rows)]
         best = {m: _best(rows, m) for m, _, _ in metrics}
-        headers = ["test", "precision", "quant", "batch"] + [h for _, h, _ in metrics] + ["outcome"]
+        gated = any(r.verdicts or r.limits for r in rows)
+        headers = (["test", "precision", "quant", "batch"] + [h for _, h, _ in metrics]
+                   + (["vs baseline"] if gated else []) + ["outcome"])
         table = []
         for r in rows:
             table.append([_label(r), r.variant.precision, r.variant.quantization or "-", r.variant.batch_size]
                          + [_cell(r, m, s, best[m]) for m, _, s in metrics]
+                         + ([verdict_cell(r)] if gated else [])
                          + [r.outcome if r.outcome != "passed" else "ok"])
         title = f"model: {model}" + (f"   group: {group}" if group else "")
         out.append(title)
         out.append(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
         out.append("")
     legend = "median ± stdev over timed rounds; * best in column; ~ estimated (no meter read)"
+    if any(r.verdicts or r.limits for r in records):
+        legend += "\nvs baseline: + improved, ~ near-miss, ! regressed or limit failed, ? inconclusive (too few rounds)"
     energy_methods = sorted({r.energy.method for r in records if r.energy is not None})
     if energy_methods:
         legend += "\nenergy: " + "; ".join(energy_methods)

@@ -1,0 +1,159 @@
+"""Baselines and the CI gate as users meet them: save, compare, fail the regressed test itself, CI outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SLOWABLE = """
+import os, time, pytest
+
+@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=6, rounds=5, warmup=1, quality=False)
+def test_speed(llm_benchmark, llm_model):
+    factor = float(os.environ.get("LLMEFF_TEST_SLOWDOWN", "0"))
+    if factor:
+        original = llm_model.generate_ids
+        def slow(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            end = time.perf_counter() + (time.perf_counter() - t0) * factor
+            while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
+                pass
+            return out
+        llm_model.generate_ids = slow
+    llm_benchmark()
+"""
+
+
+def _run(pytester, *args):
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "--llmeff-energy=off", *args)
+
+
+def test_a_real_regression_fails_the_test_itself_with_a_section(llmeff_pytester, monkeypatch):
+    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+    result = _run(llmeff_pytester, "--llmeff-save=base")
+    result.assert_outcomes(passed=1)
+    stored = list((llmeff_pytester.path / ".llmeff").glob("*/base.json"))
+    assert len(stored) == 1
+
+    monkeypatch.setenv("LLMEFF_TEST_SLOWDOWN", "2.0")  # 3x slower
+    result = _run(llmeff_pytester, "-rA", "--llmeff-compare=base", "--llmeff-compare-fail=throughput_tok_s:5%",
+                  "--junitxml=junit.xml", "--llmeff-json=cur.json")
+    out = result.stdout.str()
+    assert result.ret == 1
+    assert "INTERNALERROR" not in out and "Traceback" not in out
+    result.stdout.fnmatch_lines(["*REGRESSED tiny-random-llama-fp32-b1 throughput_tok_s: baseline *, current *, "
+                                 "change -*%, threshold 5%, p=* (one-sided Mann-Whitney U)*"])
+    result.stdout.fnmatch_lines(["*1 regressed*"])
+    data = json.loads((llmeff_pytester.path / "cur.json").read_text())
+    verdict = data["benchmarks"][0]["verdicts"][0]
+    assert verdict["status"] == "regressed" and verdict["change"] < -0.5 and verdict["p_value"] < 0.01
+    assert data["benchmarks"][0]["outcome"] == "failed"
+    assert data["baseline"].endswith("base.json")
+    result.stdout.fnmatch_lines(["*vs baseline*", "*tok/s -*% !*"])
+    # the key metrics are junit-xml properties
+    junit = (llmeff_pytester.path / "junit.xml").read_text()
+    assert 'name="llmeff_tiny-random-llama-fp32-b1_throughput_tok_s"' in junit
+
+
+def test_unchanged_code_passes_the_gate(llmeff_pytester):
+    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+    _run(llmeff_pytester, "--llmeff-save=base").assert_outcomes(passed=1)
+    # a generous threshold: A/A must not fail here even on a loaded machine (gate quality is benchmarked
+    # separately, in benchmarks/gate_quality.py)
+    result = _run(llmeff_pytester, "--llmeff-compare", "--llmeff-compare-fail=throughput_tok_s:50%",
+                  "--llmeff-json=cur.json")
+    result.assert_outcomes(passed=1)
+    data = json.loads((llmeff_pytester.path / "cur.json").read_text())
+    assert data["benchmarks"][0]["verdicts"][0]["status"] in ("ok", "near-miss", "improved")
+
+
+def test_absolute_limits_apply_without_a_baseline(llmeff_pytester):
+    llmeff_pytester.makepyfile(test_l="""
+        import pytest
+        @pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=3, rounds=2, warmup=0, quality=False,
+                                    limits={"throughput_tok_s": ">= 1e12", "peak_mem_bytes": "<= 64GB"})
+        def test_x(llm_benchmark):
+            llm_benchmark()
+    """)
+    result = _run(llmeff_pytester)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*LIMIT FAILED tiny-random-llama-fp32-b1 throughput_tok_s: median *, limit >= 1e12*"])
+    assert "peak_mem_bytes: median" not in result.stdout.str()
+
+
+def test_first_run_without_stored_baseline_is_a_note(llmeff_pytester):
+    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+    result = _run(llmeff_pytester, "--llmeff-compare", "--llmeff-compare-fail=throughput_tok_s:5%")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["llmeff: no stored run in * to compare with yet"])
+
+
+def test_autosave_and_ci_outputs(llmeff_pytester, monkeypatch):
+    pb = pytest.importorskip("pytest_benchmark")
+    assert pb
+    summary = llmeff_pytester.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+    result = _run(llmeff_pytester, "--llmeff-autosave", "--llmeff-markdown=r.md", "--llmeff-csv=r.csv",
+                  "--llmeff-benchmark-json=pb.json")
+    result.assert_outcomes(passed=1)
+    stored = list((llmeff_pytester.path / ".llmeff").glob("*/0001_*.json"))
+    assert len(stored) == 1
+    _run(llmeff_pytester, "--llmeff-autosave").assert_outcomes(passed=1)
+    assert len(list((llmeff_pytester.path / ".llmeff").glob("*/0002_*.json"))) == 1
+    md = (llmeff_pytester.path / "r.md").read_text()
+    assert "tiny-random-llama" in md and summary.read_text() == md
+    assert "throughput_tok_s" in (llmeff_pytester.path / "r.csv").read_text()
+    data = json.loads((llmeff_pytester.path / "pb.json").read_text())
+    assert data["benchmarks"][0]["stats"]["rounds"] == 5
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["--llmeff-compare-fail=throughput_tok_s:5%"], "--llmeff-compare-fail='throughput_tok_s:5%' needs a baseline"),
+    (None, ["--llmeff-compare", "--llmeff-compare-fail=throughput_tok_s:5parsecs"], "unit 'parsecs' does not fit"),
+    (None, ["--llmeff-compare", "--llmeff-compare-fail=speed:5%"], "unknown metric 'speed'"),
+    (None, ["--llmeff-save=../escape"], "../escape"),
+    (None, ["--llmeff-compare=nope"], "nope"),
+    ("empty", ["--llmeff-compare=BASE"], "empty"),
+    ("truncated", ["--llmeff-compare=BASE"], "BASE"),
+    ("notjson", ["--llmeff-compare=BASE"], "BASE"),
+    ("newer", ["--llmeff-compare=BASE"], "pytest-llmeff/2"),
+    (None, ["--llmeff-alpha=2"], "--llmeff-alpha=2 is not allowed"),
+])
+def test_bad_gate_input_is_one_clear_usage_error(llmeff_pytester, setup, args, message):
+    base = llmeff_pytester.path / "base.json"
+    if setup == "empty":
+        base.write_text("")
+    elif setup == "truncated":
+        base.write_text('{"schema": "pytest-llmeff/1", "started_at": "x", "bench')
+    elif setup == "notjson":
+        base.write_text("this is not json")
+    elif setup == "newer":
+        base.write_text(json.dumps({"schema": "pytest-llmeff/2"}))
+    args = [a.replace("BASE", str(base)) for a in args]
+    message = message.replace("BASE", "base.json")
+    llmeff_pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = llmeff_pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    err = result.stderr.str()
+    assert "pytest-llmeff: " in err and message in err
+    assert "Traceback" not in err and "INTERNALERROR" not in err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ('thresholds={"ttft_s": "5 parsecs"}', "unit 'parsecs' does not fit ttft_s"),
+    ('thresholds={"speed": "5%"}', "unknown metric 'speed'"),
+    ('limits={"throughput_tok_s": "about 20"}', "limit throughput_tok_s='about 20' is malformed"),
+])
+def test_bad_marker_thresholds_and_limits(llmeff_pytester, kwargs, message):
+    llmeff_pytester.makepyfile(test_m=f"""
+        import pytest
+        @pytest.mark.llm_efficiency(model="tiny-random-llama", {kwargs})
+        def test_x(llm_benchmark):
+            llm_benchmark()
+    """)
+    result = _run(llmeff_pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*llm_efficiency marker on test_m.py::test_x*{message}*"])
