@@ -101,3 +101,20 @@ def test_ci_runs_the_readme_test_command_verbatim():
     test_cmd = readme.split("**The tests**", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
     assert test_cmd.startswith("python3 -m venv")
     assert test_cmd in ci, "the README's test command must appear verbatim in .ci/run"
+
+
+def test_cli_compare_gives_verdicts_and_exit_1_on_a_regression(tmp_path, capsys):
+    def run_with(tps):
+        return Run(started_at="2026-01-01", finished_at="2026-01-01", machine={"cpu": "x", "os": "y", "python": "3"},
+                   versions={}, commit={"id": "abc"}, benchmarks=[_record("float32", tps)])
+
+    write_run(run_with([100.0, 101.0, 99.0, 100.5, 99.5]), tmp_path / "base.json")
+    write_run(run_with([70.0, 71.0, 69.0, 70.5, 69.5]), tmp_path / "slow.json")
+    write_run(run_with([100.2, 100.9, 99.1, 100.4, 99.6]), tmp_path / "same.json")
+    assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "slow.json"),
+                     "--fail", "throughput_tok_s:5%"]) == 1
+    out = capsys.readouterr().out
+    assert "regressed" in out and "-30.0%" in out
+    assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "same.json"),
+                     "--fail", "throughput_tok_s:5%"]) == 0
+    assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "nope.json")]) == 2
