@@ -19,10 +19,11 @@ processes, frequency, caches) hits both kinds alike. The same data are also scor
 by more than the threshold", without the significance test, for comparison.
 
 Workload (default ``--model small``): a random Llama built here (hidden 256, 4 layers, 8 heads / 4 KV heads,
-3.6 M parameters with the tiny model's 1024-token BPE tokenizer; seed 1234), float32 on CPU, batch 1, 16 new
-tokens, fixed length; one generate takes ~20-50 ms on an idle 2-core machine, so that the model's compute, not
-only Python overhead, is timed. ``--model tiny`` uses the built-in 186 k parameter ``tiny-random-llama`` instead.
-Everything is built in a temporary directory; nothing is downloaded.
+3.6 M parameters with the tiny model's 1024-token BPE tokenizer; seed 1234), float32 on CPU, batch 1, 8 new
+tokens, fixed length; one generate takes ~45 ms on the idle 2-core development machine (about 6 ms per step, of
+which ~3.5 ms is transformers' per-step overhead, as the 186 k parameter tiny model shows), so that the model's
+compute, not only Python overhead, is timed. ``--model tiny`` uses the built-in 186 k parameter
+``tiny-random-llama`` instead. Everything is built in a temporary directory; nothing is downloaded.
 
     python benchmarks/gate_quality.py [--comparisons 100] [--rounds 5] [--threshold 5] [--alpha 0.01]
 
@@ -132,6 +133,15 @@ def session(model, args) -> dict[str, list[float]]:
 
 # --- scoring ---------------------------------------------------------------------------------------------
 @dataclass
+class Comparison:
+    """One comparison's raw per-round samples of the gated metrics, baseline and current session."""
+
+    kind: str  # "A/A" or "A/B"
+    baseline: dict[str, list[float]]
+    current: dict[str, list[float]]
+
+
+@dataclass
 class Tally:
     """Outcomes of one kind of comparison (A/A or A/B) for one metric."""
 
@@ -148,8 +158,39 @@ class Tally:
         if verdict.baseline_median:
             self.ratios.append(verdict.current_median / verdict.baseline_median)
 
-    def rate(self, status: str) -> float:
-        return self.gate.get(status, 0) / self.n if self.n else float("nan")
+    def count(self, status: str) -> int:
+        return self.gate.get(status, 0)
+
+
+@dataclass
+class Score:
+    """All comparisons scored with one (rounds, threshold) setting."""
+
+    rounds: int
+    threshold_pct: float
+    tallies: dict[tuple[str, str], Tally]
+    either_regressed: dict[str, int]  # kind -> comparisons with a "regressed" verdict on any gated metric
+    n_per_kind: dict[str, int]
+
+
+def score(comparisons: list[Comparison], rounds: int, threshold_pct: float, alpha: float) -> Score:
+    """Score every comparison on the first ``rounds`` samples of each session with ``gate.compare``."""
+    from pytest_llmeff.gate import compare, parse_thresholds
+
+    thresholds = parse_thresholds(",".join(f"{m}:{threshold_pct:g}%" for m in GATED))
+    tallies = {(kind, m): Tally() for kind in ("A/A", "A/B") for m in GATED}
+    either = {"A/A": 0, "A/B": 0}
+    n_per_kind = {"A/A": 0, "A/B": 0}
+    for c in comparisons:
+        n_per_kind[c.kind] += 1
+        flagged = False
+        for metric in GATED:
+            verdict = compare(metric, c.baseline[metric][:rounds], c.current[metric][:rounds], thresholds[metric],
+                              alpha=alpha)
+            tallies[(c.kind, metric)].add(verdict, threshold_pct / 100.0)
+            flagged = flagged or verdict.status == "regressed"
+        either[c.kind] += flagged
+    return Score(rounds, threshold_pct, tallies, either, n_per_kind)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -174,6 +215,75 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def targets_met(result: Score) -> tuple[bool, bool]:
+    """(A/A false alarms on either gated metric <= 1%, A/B detection on throughput >= 95%)."""
+    n_aa, n_ab = result.n_per_kind["A/A"], result.n_per_kind["A/B"]
+    false_alarm = result.either_regressed["A/A"] / n_aa
+    detection = result.tallies[("A/B", "throughput_tok_s")].count("regressed") / n_ab
+    return false_alarm <= 0.01, detection >= 0.95
+
+
+def print_score(result: Score) -> None:
+    n = result.n_per_kind["A/A"]
+    header = (f"{'metric':<18} {'scoring':<22} {'A/A regressed':>22} {'A/A near-miss':>22} "
+              f"{'A/B regressed':>22} {'A/B near-miss':>22}")
+    print(f"rates with 95% Wilson intervals ({result.rounds} rounds, threshold {result.threshold_pct:g}%)")
+    print(header)
+    print("-" * len(header))
+    for metric in GATED:
+        aa, ab = result.tallies[("A/A", metric)], result.tallies[("A/B", metric)]
+        print(f"{metric:<18} {'gate (MWU + threshold)':<22} {_pct(aa.count('regressed'), aa.n):>22} "
+              f"{_pct(aa.count('near-miss'), aa.n):>22} {_pct(ab.count('regressed'), ab.n):>22} "
+              f"{_pct(ab.count('near-miss'), ab.n):>22}")
+        plain = f"plain median >{result.threshold_pct:g}%"
+        print(f"{'':<18} {plain:<22} {_pct(aa.plain_worse, aa.n):>22} {'':>22} {_pct(ab.plain_worse, ab.n):>22}")
+    print(f"{'either metric':<18} {'gate (MWU + threshold)':<22} {_pct(result.either_regressed['A/A'], n):>22} "
+          f"{'':>22} {_pct(result.either_regressed['A/B'], n):>22}")
+    print()
+    print("all verdicts (counts):")
+    for (kind, metric), tally in result.tallies.items():
+        counts = ", ".join(f"{s} {tally.count(s)}" for s in ("ok", "near-miss", "regressed", "improved",
+                                                              "inconclusive"))
+        print(f"  {kind} {metric:<17} {counts}")
+    print()
+    print("median ratio current/baseline (1.0 = equal; for throughput < 1 is worse, for ttft > 1 is worse):")
+    for (kind, metric), tally in result.tallies.items():
+        r = tally.ratios
+        print(f"  {kind} {metric:<17} median {statistics.median(r):.3f}, p1 {_quantile(r, 0.01):.3f}, "
+              f"p5 {_quantile(r, 0.05):.3f}, p95 {_quantile(r, 0.95):.3f}, p99 {_quantile(r, 0.99):.3f}")
+
+
+def print_sweep(comparisons: list[Comparison], rounds_list: list[int], thresholds_pct: list[float],
+                alpha: float) -> list[tuple[int, float]]:
+    """The gate's rates for each (rounds, threshold); returns the settings that meet both targets."""
+    meeting = []
+    print(f"{'rounds':>6} {'threshold':>9} {'A/A false alarms (either)':>27} {'A/A tps':>7} {'A/A ttft':>8} "
+          f"{'A/B detect tps':>22} {'A/B detect ttft':>15}  targets")
+    for rounds in rounds_list:
+        for threshold_pct in thresholds_pct:
+            result = score(comparisons, rounds, threshold_pct, alpha)
+            n_aa, n_ab = result.n_per_kind["A/A"], result.n_per_kind["A/B"]
+            t = result.tallies
+            ok_fa, ok_det = targets_met(result)
+            if ok_fa and ok_det:
+                meeting.append((rounds, threshold_pct))
+            print(f"{rounds:>6} {threshold_pct:>8g}% {_pct(result.either_regressed['A/A'], n_aa):>27} "
+                  f"{100 * t[('A/A', 'throughput_tok_s')].count('regressed') / n_aa:>6.1f}% "
+                  f"{100 * t[('A/A', 'ttft_s')].count('regressed') / n_aa:>7.1f}% "
+                  f"{_pct(t[('A/B', 'throughput_tok_s')].count('regressed'), n_ab):>22} "
+                  f"{100 * t[('A/B', 'ttft_s')].count('regressed') / n_ab:>14.1f}%  "
+                  f"{'met' if ok_fa and ok_det else 'not met'}")
+    return meeting
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comparisons", type=int, default=100, help="A/A comparisons, and as many A/B (default 100)")
@@ -186,103 +296,95 @@ def main(argv=None) -> int:
     parser.add_argument("--slowdown", type=float, default=10.0, help="injected slowdown in percent (default 10)")
     parser.add_argument("--model", choices=("small", "tiny"), default="small", help="workload model (default small)")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--new-tokens", type=int, default=16, help="new tokens per sequence (default 16)")
+    parser.add_argument("--new-tokens", type=int, default=8, help="new tokens per sequence (default 8)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the run (default: torch's own choice, as in the plugin)")
+    parser.add_argument("--sweep-rounds", type=_int_list, default=None, metavar="N,N,...",
+                        help="also score with these rounds: sessions then run the largest count, and a k-round "
+                             "session is scored on the first k rounds of each session")
+    parser.add_argument("--sweep-thresholds", type=_float_list, default=None, metavar="P,P,...",
+                        help="also score with these thresholds in percent (from the same sessions)")
     args = parser.parse_args(argv)
     if args.comparisons < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--comparisons and --rounds must be >= 1, --warmup >= 0")
+    sweep_rounds = sorted(set(args.sweep_rounds or [args.rounds]))
+    sweep_thresholds = sorted(set(args.sweep_thresholds or [args.threshold]))
+    if min(sweep_rounds) < 1:
+        parser.error("--sweep-rounds values must be >= 1")
+    sweeping = args.sweep_rounds is not None or args.sweep_thresholds is not None
+    collected_rounds = max([args.rounds] + sweep_rounds)
 
     import platform
 
     import torch
 
-    from pytest_llmeff.gate import compare, min_exact_p, parse_thresholds
+    from pytest_llmeff.gate import min_exact_p
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started_s = time.perf_counter()
     load_before = os.getloadavg()
-    thresholds = parse_thresholds(",".join(f"{m}:{args.threshold:g}%" for m in GATED))
-    fraction = args.threshold / 100.0
+    session_args = argparse.Namespace(**{**vars(args), "rounds": collected_rounds})
+    comparisons: list[Comparison] = []
+    latencies_s: list[float] = []
     with tempfile.TemporaryDirectory(prefix="llmeff-gate-quality-") as tmp:
         model = build_model(args.model, Path(tmp))
         slowed = SlowedModel(model, args.slowdown / 100.0)
         n_params = sum(p.numel() for p in model.model.parameters())
         setup_s = time.perf_counter() - started_s
-
-        tallies = {(kind, m): Tally() for kind in ("A/A", "A/B") for m in GATED}
-        any_regressed = {"A/A": 0, "A/B": 0}
-        latencies_s: list[float] = []
         timed_s = time.perf_counter()
         for i in range(args.comparisons):
             kinds = ("A/A", "A/B") if i % 2 == 0 else ("A/B", "A/A")
             for kind in kinds:
-                base = session(model, args)
-                current = session(slowed if kind == "A/B" else model, args)
-                latencies_s += base["latency_s"]
-                flagged = False
-                for metric in GATED:
-                    verdict = compare(metric, base[metric], current[metric], thresholds[metric], alpha=args.alpha)
-                    tallies[(kind, metric)].add(verdict, fraction)
-                    flagged = flagged or verdict.status == "regressed"
-                any_regressed[kind] += flagged
+                base = session(model, session_args)
+                current = session(slowed if kind == "A/B" else model, session_args)
+                latencies_s += base["latency_s"][:args.rounds]
+                comparisons.append(Comparison(kind, {m: base[m] for m in GATED}, {m: current[m] for m in GATED}))
             if (i + 1) % max(1, args.comparisons // 10) == 0:
                 print(f"  {i + 1}/{args.comparisons} comparison pairs, {time.perf_counter() - started_s:.0f} s",
                       file=sys.stderr, flush=True)
         sessions = 4 * args.comparisons
         loop_s = time.perf_counter() - timed_s
-    elapsed_s = time.perf_counter() - started_s
     load_after = os.getloadavg()
 
     n = args.comparisons
+    main_score = score(comparisons, args.rounds, args.threshold, args.alpha)
     print(f"gate quality: {n} A/A + {n} A/B comparisons ({sessions} sessions), interleaved")
     print(f"gate: one-sided Mann-Whitney U, alpha {args.alpha:g}, threshold {args.threshold:g}% on "
           f"{', '.join(GATED)}; {args.rounds} vs {args.rounds} samples, smallest p = "
           f"{min_exact_p(args.rounds, args.rounds):.4f}")
-    print(f"session: runner.run, {args.rounds} timed rounds, {args.warmup} warm-up, meter=None, count_flops=False")
-    print(f"workload: {args.model} random Llama, {n_params / 1e6:.2f} M params, float32 CPU, batch {args.batch_size}, "
-          f"{args.new_tokens} new tokens; generate latency median {statistics.median(latencies_s) * 1e3:.1f} ms "
-          f"(A sessions, p10 {_quantile(latencies_s, 0.1) * 1e3:.1f}, p90 {_quantile(latencies_s, 0.9) * 1e3:.1f})")
+    collected = (f"; sessions ran {collected_rounds} rounds, a {args.rounds}-round session is scored on the first "
+                 f"{args.rounds}" if collected_rounds != args.rounds else "")
+    print(f"session: runner.run, {args.rounds} timed rounds, {args.warmup} warm-up, meter=None, "
+          f"count_flops=False{collected}")
+    print(f"workload: {args.model} random Llama, {n_params / 1e6:.2f} M params, float32 CPU, batch "
+          f"{args.batch_size}, {args.new_tokens} new tokens; generate latency median "
+          f"{statistics.median(latencies_s) * 1e3:.1f} ms (baseline sessions, p10 "
+          f"{_quantile(latencies_s, 0.1) * 1e3:.1f}, p90 {_quantile(latencies_s, 0.9) * 1e3:.1f})")
     print(f"A/B slowdown: {args.slowdown:g}% busy-wait per generation step (LogitsProcessor, inside generate)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, torch "
           f"{torch.__version__} with {torch.get_num_threads()} threads; load average (1 min) "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print()
-    header = f"{'metric':<18} {'scoring':<22} {'A/A regressed':>22} {'A/A near-miss':>22} " \
-             f"{'A/B regressed':>22} {'A/B near-miss':>22}"
-    print("rates with 95% Wilson intervals")
-    print(header)
-    print("-" * len(header))
-    for metric in GATED:
-        aa, ab = tallies[("A/A", metric)], tallies[("A/B", metric)]
-        print(f"{metric:<18} {'gate (MWU + threshold)':<22} {_pct(aa.gate.get('regressed', 0), aa.n):>22} "
-              f"{_pct(aa.gate.get('near-miss', 0), aa.n):>22} {_pct(ab.gate.get('regressed', 0), ab.n):>22} "
-              f"{_pct(ab.gate.get('near-miss', 0), ab.n):>22}")
-        print(f"{'':<18} {f'plain median >{args.threshold:g}%':<22} {_pct(aa.plain_worse, aa.n):>22} {'':>22} "
-              f"{_pct(ab.plain_worse, ab.n):>22} {'':>22}")
-    print(f"{'either metric':<18} {'gate (MWU + threshold)':<22} {_pct(any_regressed['A/A'], n):>22} {'':>22} "
-          f"{_pct(any_regressed['A/B'], n):>22}")
+    print_score(main_score)
     print()
-    print("all verdicts (counts):")
-    for (kind, metric), tally in tallies.items():
-        counts = ", ".join(f"{s} {tally.gate.get(s, 0)}" for s in ("ok", "near-miss", "regressed", "improved",
-                                                                  "inconclusive"))
-        print(f"  {kind} {metric:<17} {counts}")
-    print()
-    print("median ratio current/baseline (1.0 = equal; for throughput < 1 is worse, for ttft > 1 is worse):")
-    for (kind, metric), tally in tallies.items():
-        r = tally.ratios
-        print(f"  {kind} {metric:<17} median {statistics.median(r):.3f}, p1 {_quantile(r, 0.01):.3f}, "
-              f"p5 {_quantile(r, 0.05):.3f}, p95 {_quantile(r, 0.95):.3f}, p99 {_quantile(r, 0.99):.3f}")
-    print()
-    aa_tps, ab_tps = tallies[("A/A", "throughput_tok_s")], tallies[("A/B", "throughput_tok_s")]
-    false_alarm = aa_tps.rate("regressed")
-    false_alarm_any = any_regressed["A/A"] / n
-    detection = ab_tps.rate("regressed")
-    ok_fa = false_alarm_any <= 0.01
-    ok_det = detection >= 0.95
-    print(f"targets: A/A false alarms <= 1% (either gated metric): {100 * false_alarm_any:.1f}% "
-          f"(throughput alone {100 * false_alarm:.1f}%) -> {'met' if ok_fa else 'NOT met'}; "
-          f"A/B detection on throughput >= 95%: {100 * detection:.1f}% -> {'met' if ok_det else 'NOT met'}")
+    aa_tps = main_score.tallies[("A/A", "throughput_tok_s")]
+    ab_tps = main_score.tallies[("A/B", "throughput_tok_s")]
+    ok_fa, ok_det = targets_met(main_score)
+    print(f"targets: A/A false alarms <= 1% (either gated metric): "
+          f"{100 * main_score.either_regressed['A/A'] / n:.1f}% (throughput alone "
+          f"{100 * aa_tps.count('regressed') / n:.1f}%) -> {'met' if ok_fa else 'NOT met'}; "
+          f"A/B detection on throughput >= 95%: {100 * ab_tps.count('regressed') / n:.1f}% -> "
+          f"{'met' if ok_det else 'NOT met'}")
+    if sweeping:
+        print()
+        print(f"sweep (gate, alpha {args.alpha:g}; the same sessions scored on their first k rounds):")
+        meeting = print_sweep(comparisons, sweep_rounds, sweep_thresholds, args.alpha)
+        print("settings meeting both targets: " + (", ".join(f"rounds {r}, threshold {t:g}%" for r, t in meeting)
+                                                  or "none"))
+    elapsed_s = time.perf_counter() - started_s
     print(f"time: {elapsed_s:.1f} s total ({setup_s:.1f} s building the model, {loop_s:.1f} s for {sessions} "
-          f"sessions, {loop_s / sessions * 1e3:.0f} ms per session)")
+          f"sessions of {collected_rounds} rounds, {loop_s / sessions * 1e3:.0f} ms per session)")
     return 0 if ok_fa and ok_det else 1
 
 

@@ -16,6 +16,9 @@ import pytest
 )
 def test_smollm2_quantized(llm_benchmark):
     result = llm_benchmark()
+    # truth: counted FLOPs (FlopCounterMode + our formulas) agree with the analytic dense-equivalent count
+    counted, analytic = result.metrics["flops_counted"].median, result.metrics["flops_analytic"].median
+    assert abs(counted - analytic) <= 0.02 * analytic, (counted, analytic)
     assert result.tokens_generated == 4 * 32
     assert 0.0 <= result.metrics["token_agreement"].median <= 1.0
 
@@ -29,4 +32,7 @@ def test_smollm2_quantized(llm_benchmark):
 )
 def test_smollm2_precisions(llm_benchmark):
     result = llm_benchmark()
+    # truth: counted FLOPs (FlopCounterMode + our formulas) agree with the analytic dense-equivalent count
+    counted, analytic = result.metrics["flops_counted"].median, result.metrics["flops_analytic"].median
+    assert abs(counted - analytic) <= 0.02 * analytic, (counted, analytic)
     assert result.metrics["ppl_ratio"].median > 0
