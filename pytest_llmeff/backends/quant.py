@@ -98,7 +98,8 @@ def after_load(model, variant: Variant):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao announces its deprecation on every call
-            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            # in place: a copy would leave the float32 weights' pages in the process (and in its peak RSS)
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     return model
 
 
