@@ -44,24 +44,27 @@ def _quality_key(variant: Variant) -> tuple:
     return (variant.reference().load_key, prompts, variant.max_new_tokens)
 
 
-def _reference_data(session, variant: Variant, nodeid: str):
-    """The reference variant's quality probe, computed once per (reference, prompts, length). When the reference
-    is not the variant itself it is loaded now, before the variant, so no variant is loaded twice."""
+def _reference_data(session, variant: Variant, nodeid: str, loaded_reference=None):
+    """The reference variant's quality probe, computed once per (reference, prompts, length): the one place the
+    cache is filled. ``loaded_reference``: the reference's weights when the caller has them (the reference's own
+    test); otherwise the reference is loaded now, before the variant, so no variant is loaded twice."""
     from pytest_llmeff import quality
     from pytest_llmeff.backends.gguf import ModelSourceError
     from pytest_llmeff.backends.quant import VariantUnsupported
 
     key = _quality_key(variant)
     if key not in session.quality_cache:
-        ref = variant.reference()
-        problem = None
-        try:
-            loaded = session.models.get(ref)
-        except (ModelSourceError, VariantUnsupported) as exc:
-            problem = str(exc)
-        if problem is not None:
-            pytest.fail(f"{nodeid}: the reference variant {ref.id} cannot load: {problem}; choose another with "
-                        "reference={'precision': ..., 'quantization': ...} or set quality=False", pytrace=False)
+        loaded, problem = loaded_reference, None
+        if loaded is None:
+            ref = variant.reference()
+            try:
+                loaded = session.models.get(ref)
+            except (ModelSourceError, VariantUnsupported) as exc:
+                problem = str(exc)
+            if problem is not None:
+                pytest.fail(f"{nodeid}: the reference variant {ref.id} cannot load: {problem}; choose another "
+                            "with reference={'precision': ..., 'quantization': ...} or set quality=False",
+                            pytrace=False)
         session.quality_cache[key] = quality.probe(loaded, key[1], variant.max_new_tokens)
     return session.quality_cache[key]
 
@@ -103,7 +106,8 @@ def energy_tracker(request):
     """``with energy_tracker.measure() as e:`` -> ``e.energy_j``, ``e.method``, ``e.estimated``, ``e.co2_g``."""
     from pytest_llmeff.measure.energy import EnergyTracker
 
-    return EnergyTracker(_session(request).meter)
+    session = _session(request)
+    return EnergyTracker(session.meter, session.options.country_iso_code)
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +162,7 @@ def llm_benchmark(llm_model, request):
             from pytest_llmeff import quality
 
             if variant.is_reference:
-                key = _quality_key(variant)
-                if key not in session.quality_cache:
-                    session.quality_cache[key] = quality.probe(llm_model, key[1], variant.max_new_tokens)
-                reference = mine = session.quality_cache[key]
+                reference = mine = _reference_data(session, variant, item.nodeid, loaded_reference=llm_model)
             else:
                 reference = _reference_data(session, variant, item.nodeid)
                 mine = quality.probe(llm_model, list(variant.prompts or default_prompts()), variant.max_new_tokens)

@@ -18,6 +18,7 @@ from pytest_llmeff.variants import MARKER_HELP, MARKER_NAME, InvalidMarker, Vari
 __all__ = ["energy_tracker", "flops_counter", "llm_benchmark", "llm_model", "llmeff_variant"]
 
 _BENCH_FIXTURES = ("llm_benchmark", "llm_model", "llmeff_variant")
+MACHINE_KEY = pytest.StashKey[dict]()
 
 
 def pytest_addhooks(pluginmanager):
@@ -229,12 +230,17 @@ def pytest_report_teststatus(report, config):
 
 
 def _machine_info(config) -> dict:
-    from pytest_llmeff.measure.machine import machine_info
-
-    info = config.hook.pytest_llmeff_generate_machine_info(config=config)
+    """The machine description, gathered once per session (hooks included): the fingerprint used to find a
+    baseline at start and the run file written at the end describe the same machine."""
+    info = config.stash.get(MACHINE_KEY, None)
     if info is None:
-        info = machine_info()
-    config.hook.pytest_llmeff_update_machine_info(config=config, machine_info=info)
+        from pytest_llmeff.measure.machine import machine_info
+
+        info = config.hook.pytest_llmeff_generate_machine_info(config=config)
+        if info is None:
+            info = machine_info()
+        config.hook.pytest_llmeff_update_machine_info(config=config, machine_info=info)
+        config.stash[MACHINE_KEY] = info
     return info
 
 

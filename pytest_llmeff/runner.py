@@ -75,7 +75,8 @@ def _sync(device: str) -> None:
 
 
 def _is_real(meter) -> bool:
-    return meter is not None and not getattr(meter, "estimated", False) and "codecarbon" not in type(meter).__name__.lower()
+    """A physical meter (RAPL, NVML): every meter class says so with its ``estimated`` attribute."""
+    return meter is not None and not meter.estimated
 
 
 def _repeats_for(meter, seconds_per_call: float) -> int:

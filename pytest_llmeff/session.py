@@ -121,7 +121,6 @@ class LlmeffSession:
         """Load the run named by --llmeff-compare (raises StorageError with one clear line). With no name and
         no stored run yet, there is nothing to compare: a note, not an error (a first CI run)."""
         from pytest_llmeff.gate import parse_thresholds
-        from pytest_llmeff.storage import StorageError
 
         self.thresholds = parse_thresholds(self.options.compare_fail) if self.options.compare_fail else {}
         name = self.options.compare
@@ -135,10 +134,7 @@ class LlmeffSession:
                 return
         else:
             path = store.resolve(name)
-        try:
-            self.baseline = store.load(path)
-        except StorageError:
-            raise
+        self.baseline = store.load(path)
         self.baseline_name = str(path)
         self.baseline_index = {(r.nodeid, r.name): r for r in self.baseline.benchmarks}
 

@@ -154,6 +154,7 @@ class _SlowMeter:
     """A real-meter stand-in with a coarse resolution and a known constant power."""
 
     resolution_s = 0.05
+    estimated = False
     method = "fake:50ms"
 
     def __init__(self, watts=10.0):

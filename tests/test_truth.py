@@ -171,7 +171,7 @@ def test_codecarbon_energy_is_labelled_an_estimate():
 
     meter = CodeCarbonMeter("FRA")
     try:
-        with EnergyTracker(meter).measure() as e:
+        with EnergyTracker(meter, "FRA").measure() as e:
             time.sleep(0.2)
     finally:
         meter.close()
@@ -180,3 +180,28 @@ def test_codecarbon_energy_is_labelled_an_estimate():
     assert e.energy_j is not None and e.energy_j > 0
     assert e.co2_g is not None and e.co2_g > 0 and e.country_iso_code == "FRA"
     assert 0.2 <= e.duration_s < 1.0
+
+
+def test_energy_tracker_co2_is_energy_times_grid_intensity_for_any_meter():
+    """A physical meter gives no CO2 itself: the tracker applies the same rule as the records (energy x intensity)."""
+    pytest.importorskip("codecarbon")
+    from pytest_llmeff.measure.carbon import intensity_g_per_kwh
+    from pytest_llmeff.measure.energy import EnergyTracker, Measurement
+
+    class TenJouleMeter:
+        estimated = False
+        method = "fake:10J"
+
+        def begin(self):
+            return 0.0
+
+        def end(self, start):
+            return Measurement(energy_j=10.0, duration_s=1.0, method=self.method, estimated=False)
+
+    with EnergyTracker(TenJouleMeter(), "FRA").measure() as e:
+        pass
+    assert e.estimated is False and e.country_iso_code == "FRA"
+    assert e.co2_g == pytest.approx(10.0 / 3.6e6 * intensity_g_per_kwh("FRA"))
+    with EnergyTracker(TenJouleMeter()).measure() as e:  # no country: no CO2 rather than a guess
+        pass
+    assert e.energy_j == 10.0 and e.co2_g is None

@@ -42,6 +42,7 @@ class CodeCarbonMeter:
     CodeCarbon task. Its figures are estimates; ``resolution_s`` is its power-sampling period."""
 
     resolution_s = 1.0
+    estimated = True  # CodeCarbon models power here; physical meters are RaplMeter and NvmlMeter
     fallback_notes: list[str] = []
 
     def __init__(self, country_iso_code: str = "USA"):
@@ -106,9 +107,7 @@ class CodeCarbonMeter:
         if self._has_gpu():
             devices["gpu"] = float(data.gpu_energy) * KWH_TO_J
         return Measurement(energy_j=energy_j, duration_s=duration, method=self.method,
-                           estimated=True,  # CodeCarbon models power here; real meters come with their own backends
-                           co2_g=float(data.emissions) * 1000.0, country_iso_code=self.country_iso_code,
-                           devices=devices)
+                           estimated=True, country_iso_code=self.country_iso_code, devices=devices)
 
     def _has_gpu(self) -> bool:
         return any(type(hw).__name__.lower() == "gpu" for hw in getattr(self._tracker, "_hardware", []))
@@ -122,10 +121,14 @@ class CodeCarbonMeter:
 
 class EnergyTracker:
     """The ``energy_tracker`` fixture: ``with energy_tracker.measure() as e: ...`` then read ``e.energy_j``,
-    ``e.method``, ``e.estimated`` and ``e.co2_g`` after the block."""
+    ``e.method``, ``e.estimated`` and ``e.co2_g`` after the block.
 
-    def __init__(self, meter: CodeCarbonMeter):
+    ``co2_g`` is energy x the grid intensity of ``country_iso3`` (CodeCarbon's data), whichever meter read the
+    energy: the same rule as the benchmark records, so the two agree."""
+
+    def __init__(self, meter, country_iso3: Optional[str] = None):
         self.meter = meter
+        self.country_iso3 = country_iso3
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[Measurement]:
@@ -136,3 +139,8 @@ class EnergyTracker:
         finally:
             done = self.meter.end(start)
             result.__dict__.update(done.__dict__)
+            if result.energy_j is not None and self.country_iso3:
+                from pytest_llmeff.measure.carbon import co2_g
+
+                result.co2_g = co2_g(result.energy_j, self.country_iso3)
+                result.country_iso_code = self.country_iso3

@@ -147,6 +147,7 @@ class NvmlMeter:
     """
 
     resolution_s = 0.1  # the NVML energy counter updates about every 100 ms
+    estimated = False  # a reading of the GPU's own sensor (a Measurement is estimated if a GPU was unreadable)
 
     def __init__(self, device_indices: Optional[Sequence[int]] = None, nvml: Any = None, *,
                  force_power_polling: bool = False, poll_interval_s: float = 0.02):

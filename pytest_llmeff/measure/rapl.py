@@ -217,6 +217,8 @@ class RaplMeter:
     read. Several windows may be open at once (each ``begin()`` returns its own start). ``co2_g`` is left None.
     """
 
+    estimated = False  # the CPU's own energy counters (a Measurement is estimated if a zone was unreadable)
+
     def __init__(self, root: Union[str, Path] = DEFAULT_POWERCAP_ROOT):
         self.root = Path(root)
         self.zones: list[RaplZone] = discover_zones(self.root)
