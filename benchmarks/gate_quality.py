@@ -42,12 +42,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pytest_llmeff.config import DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
+from pytest_llmeff.config import DEFAULT_INTERLEAVED_ROUNDS, DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
 
 GATED = ("throughput_tok_s", "ttft_s")
 PROMPT = "the ferryman counted the boats on the pier before the river town woke"
@@ -122,13 +123,71 @@ class SlowedModel:
                                          logits_processor=[slow] + list(logits_processor or []))
 
 
-def session(model, args) -> dict[str, list[float]]:
+def session(model, args, after_round=None) -> dict[str, list[float]]:
     """One benchmark session: the runner's protocol with the given rounds and warm-up; raw samples by metric."""
     from pytest_llmeff import runner
 
     measured = runner.run(model, [PROMPT], batch_size=args.batch_size, max_new_tokens=args.new_tokens,
-                          rounds=args.rounds, warmup=args.warmup, meter=None, count_flops=False)
+                          rounds=args.rounds, warmup=args.warmup, meter=None, count_flops=False,
+                          after_round=after_round)
     return measured.samples
+
+
+def plan(comparisons: int) -> list[str]:
+    """The kinds of the comparisons in order: A/A and A/B alternate (pairs in alternating order)."""
+    kinds: list[str] = []
+    for i in range(comparisons):
+        kinds += ["A/A", "A/B"] if i % 2 == 0 else ["A/B", "A/A"]
+    return kinds
+
+
+def worker(args) -> int:
+    """One side of the lockstep pair (``--worker baseline|candidate``): every session of the plan, taking turns
+    with the other worker round by round through ``pytest_llmeff.interleave.Turnstile`` (what
+    ``--llmeff-interleave`` does in a pytest run). The candidate runs the slowed model in A/B comparisons.
+    Writes one JSON line of samples per session to ``<dir>/<role>.jsonl``."""
+    import json
+
+    from pytest_llmeff.interleave import Turnstile
+
+    directory = Path(args.dir)
+    with tempfile.TemporaryDirectory(prefix=f"llmeff-gate-{args.worker}-") as tmp:
+        model = build_model(args.model, Path(tmp))
+        slowed = SlowedModel(model, args.slowdown / 100.0)
+        turnstile = Turnstile(directory, args.worker, start_timeout_s=300)
+        turnstile.start()
+        with open(directory / f"{args.worker}.jsonl", "w", encoding="utf-8") as out:
+            for kind in plan(args.comparisons):
+                use = slowed if (kind == "A/B" and args.worker == "candidate") else model
+                samples = session(use, args, after_round=turnstile.step)
+                out.write(json.dumps({"kind": kind, "alone": turnstile.alone,
+                                      "samples": {m: samples[m] for m in GATED + ("latency_s",)}}) + "\n")
+        turnstile.finish()
+    return 0
+
+
+def run_interleaved(args, collected_rounds: int) -> tuple[list["Comparison"], list[float], bool]:
+    """Start the two lockstep workers, wait, and read their sessions back as comparisons (paired)."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="llmeff-gate-lockstep-") as tmp:
+        common = [sys.executable, __file__, "--dir", tmp, "--comparisons", str(args.comparisons),
+                  "--rounds", str(collected_rounds), "--warmup", str(args.warmup), "--slowdown", str(args.slowdown),
+                  "--model", args.model, "--batch-size", str(args.batch_size), "--new-tokens", str(args.new_tokens)]
+        procs = [subprocess.Popen(common + ["--worker", role]) for role in ("baseline", "candidate")]
+        codes = [proc.wait() for proc in procs]
+        if any(codes):
+            raise SystemExit(f"a lockstep worker failed (exit codes {codes})")
+        sides = [[json.loads(line) for line in (Path(tmp) / f"{role}.jsonl").read_text().splitlines()]
+                 for role in ("baseline", "candidate")]
+    comparisons, latencies, alone = [], [], False
+    for base, cur in zip(*sides):
+        comparisons.append(Comparison(base["kind"], {m: base["samples"][m] for m in GATED},
+                                      {m: cur["samples"][m] for m in GATED}, paired=True))
+        latencies += base["samples"]["latency_s"][:args.rounds]
+        alone = alone or base["alone"] or cur["alone"]
+    return comparisons, latencies, alone
 
 
 # --- scoring ---------------------------------------------------------------------------------------------
@@ -139,6 +198,7 @@ class Comparison:
     kind: str  # "A/A" or "A/B"
     baseline: dict[str, list[float]]
     current: dict[str, list[float]]
+    paired: bool = False  # rounds ran in lockstep: scored by gate.compare_paired
 
 
 @dataclass
@@ -175,7 +235,7 @@ class Score:
 
 def score(comparisons: list[Comparison], rounds: int, threshold_pct: float, alpha: float) -> Score:
     """Score every comparison on the first ``rounds`` samples of each session with ``gate.compare``."""
-    from pytest_llmeff.gate import compare, parse_thresholds
+    from pytest_llmeff.gate import compare, compare_paired, parse_thresholds
 
     thresholds = parse_thresholds(",".join(f"{m}:{threshold_pct:g}%" for m in GATED))
     tallies = {(kind, m): Tally() for kind in ("A/A", "A/B") for m in GATED}
@@ -185,8 +245,9 @@ def score(comparisons: list[Comparison], rounds: int, threshold_pct: float, alph
         n_per_kind[c.kind] += 1
         flagged = False
         for metric in GATED:
-            verdict = compare(metric, c.baseline[metric][:rounds], c.current[metric][:rounds], thresholds[metric],
-                              alpha=alpha)
+            judge = compare_paired if c.paired else compare
+            verdict = judge(metric, c.baseline[metric][:rounds], c.current[metric][:rounds], thresholds[metric],
+                            alpha=alpha)
             tallies[(c.kind, metric)].add(verdict, threshold_pct / 100.0)
             flagged = flagged or verdict.status == "regressed"
         either[c.kind] += flagged
@@ -232,12 +293,12 @@ def print_score(result: Score) -> None:
     print("-" * len(header))
     for metric in GATED:
         aa, ab = result.tallies[("A/A", metric)], result.tallies[("A/B", metric)]
-        print(f"{metric:<18} {'gate (MWU + threshold)':<22} {_pct(aa.count('regressed'), aa.n):>22} "
+        print(f"{metric:<18} {'gate (test + threshold)':<22} {_pct(aa.count('regressed'), aa.n):>22} "
               f"{_pct(aa.count('near-miss'), aa.n):>22} {_pct(ab.count('regressed'), ab.n):>22} "
               f"{_pct(ab.count('near-miss'), ab.n):>22}")
         plain = f"plain median >{result.threshold_pct:g}%"
         print(f"{'':<18} {plain:<22} {_pct(aa.plain_worse, aa.n):>22} {'':>22} {_pct(ab.plain_worse, ab.n):>22}")
-    print(f"{'either metric':<18} {'gate (MWU + threshold)':<22} {_pct(result.either_regressed['A/A'], n):>22} "
+    print(f"{'either metric':<18} {'gate (test + threshold)':<22} {_pct(result.either_regressed['A/A'], n):>22} "
           f"{'':>22} {_pct(result.either_regressed['A/B'], n):>22}")
     print()
     print("all verdicts (counts):")
@@ -284,11 +345,74 @@ def _float_list(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def run_sequential(args, collected_rounds: int) -> tuple[list[Comparison], list[float]]:
+    """Comparisons of two sessions run one after the other in this process (the stored-baseline gate)."""
+    session_args = argparse.Namespace(**{**vars(args), "rounds": collected_rounds})
+    comparisons: list[Comparison] = []
+    latencies_s: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="llmeff-gate-quality-") as tmp:
+        model = build_model(args.model, Path(tmp))
+        slowed = SlowedModel(model, args.slowdown / 100.0)
+        for i, kind in enumerate(plan(args.comparisons)):
+            base = session(model, session_args)
+            current = session(slowed if kind == "A/B" else model, session_args)
+            latencies_s += base["latency_s"][:collected_rounds]
+            comparisons.append(Comparison(kind, {m: base[m] for m in GATED}, {m: current[m] for m in GATED}))
+            if (i + 1) % max(1, 2 * args.comparisons // 10) == 0:
+                print(f"  sequential: {i + 1}/{2 * args.comparisons} comparisons", file=sys.stderr, flush=True)
+    return comparisons, latencies_s
+
+
+def report(title: str, comparisons: list[Comparison], latencies_s: list[float], rounds: int, collected: int,
+           args, sweep_rounds: Optional[list[int]], sweep_thresholds: Optional[list[float]]) -> bool:
+    """Print one mode's scores; True when both targets are met with ``rounds`` and ``--threshold``."""
+    from pytest_llmeff.gate import min_exact_p, min_exact_p_paired
+
+    paired = comparisons[0].paired
+    n = args.comparisons
+    result = score(comparisons, rounds, args.threshold, args.alpha)
+    test = ("one-sided Wilcoxon signed-rank on paired rounds (gate.compare_paired)" if paired
+            else "one-sided Mann-Whitney U (gate.compare)")
+    smallest = min_exact_p_paired(rounds) if paired else min_exact_p(rounds, rounds)
+    print(f"== {title}: {n} A/A + {n} A/B comparisons, {rounds} rounds per side ==")
+    print(f"gate: {test}, alpha {args.alpha:g}, threshold {args.threshold:g}% on {', '.join(GATED)}; "
+          f"smallest p = {smallest:.4g}")
+    if collected != rounds:
+        print(f"sessions ran {collected} rounds; scored on the first {rounds}")
+    print(f"generate latency median {statistics.median(latencies_s) * 1e3:.1f} ms (baseline side, p10 "
+          f"{_quantile(latencies_s, 0.1) * 1e3:.1f}, p90 {_quantile(latencies_s, 0.9) * 1e3:.1f})")
+    print()
+    print_score(result)
+    print()
+    aa_tps = result.tallies[("A/A", "throughput_tok_s")]
+    ab_tps = result.tallies[("A/B", "throughput_tok_s")]
+    ok_fa, ok_det = targets_met(result)
+    print(f"targets ({title}): A/A false alarms <= 1% (either gated metric): "
+          f"{100 * result.either_regressed['A/A'] / n:.1f}% (throughput alone "
+          f"{100 * aa_tps.count('regressed') / n:.1f}%) -> {'met' if ok_fa else 'NOT met'}; "
+          f"A/B detection on throughput >= 95%: {100 * ab_tps.count('regressed') / n:.1f}% -> "
+          f"{'met' if ok_det else 'NOT met'}")
+    if sweep_rounds or sweep_thresholds:
+        print()
+        print(f"sweep ({title}, alpha {args.alpha:g}; the same sessions scored on their first k rounds):")
+        meeting = print_sweep(comparisons, sorted(set(sweep_rounds or [rounds])),
+                              sorted(set(sweep_thresholds or [args.threshold])), args.alpha)
+        print("settings meeting both targets: " + (", ".join(f"rounds {r}, threshold {t:g}%" for r, t in meeting)
+                                                  or "none"))
+    print()
+    return ok_fa and ok_det
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("both", "sequential", "interleaved"), default="both",
+                        help="sequential: baseline session, then current session (a stored baseline); "
+                             "interleaved: two processes in lockstep (--llmeff-interleave); default both")
     parser.add_argument("--comparisons", type=int, default=100, help="A/A comparisons, and as many A/B (default 100)")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                        help=f"timed rounds per session (default config.DEFAULT_ROUNDS = {DEFAULT_ROUNDS})")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"timed rounds per session (default: the plugin's, config.DEFAULT_ROUNDS = "
+                             f"{DEFAULT_ROUNDS} sequential, config.DEFAULT_INTERLEAVED_ROUNDS = "
+                             f"{DEFAULT_INTERLEAVED_ROUNDS} interleaved)")
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
                         help=f"warm-up rounds per session (default config.DEFAULT_WARMUP = {DEFAULT_WARMUP})")
     parser.add_argument("--threshold", type=float, default=5.0, help="relative threshold in percent (default 5)")
@@ -304,88 +428,54 @@ def main(argv=None) -> int:
                              "session is scored on the first k rounds of each session")
     parser.add_argument("--sweep-thresholds", type=_float_list, default=None, metavar="P,P,...",
                         help="also score with these thresholds in percent (from the same sessions)")
+    parser.add_argument("--worker", choices=("baseline", "candidate"), help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.comparisons < 1 or args.rounds < 1 or args.warmup < 0:
+    if args.comparisons < 1 or (args.rounds is not None and args.rounds < 1) or args.warmup < 0:
         parser.error("--comparisons and --rounds must be >= 1, --warmup >= 0")
-    sweep_rounds = sorted(set(args.sweep_rounds or [args.rounds]))
-    sweep_thresholds = sorted(set(args.sweep_thresholds or [args.threshold]))
-    if min(sweep_rounds) < 1:
+    if args.sweep_rounds and min(args.sweep_rounds) < 1:
         parser.error("--sweep-rounds values must be >= 1")
-    sweeping = args.sweep_rounds is not None or args.sweep_thresholds is not None
-    collected_rounds = max([args.rounds] + sweep_rounds)
 
     import platform
 
     import torch
 
-    from pytest_llmeff.gate import min_exact_p
-
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        return worker(args)
+
     started_s = time.perf_counter()
     load_before = os.getloadavg()
-    session_args = argparse.Namespace(**{**vars(args), "rounds": collected_rounds})
-    comparisons: list[Comparison] = []
-    latencies_s: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="llmeff-gate-quality-") as tmp:
-        model = build_model(args.model, Path(tmp))
-        slowed = SlowedModel(model, args.slowdown / 100.0)
-        n_params = sum(p.numel() for p in model.model.parameters())
-        setup_s = time.perf_counter() - started_s
-        timed_s = time.perf_counter()
-        for i in range(args.comparisons):
-            kinds = ("A/A", "A/B") if i % 2 == 0 else ("A/B", "A/A")
-            for kind in kinds:
-                base = session(model, session_args)
-                current = session(slowed if kind == "A/B" else model, session_args)
-                latencies_s += base["latency_s"][:args.rounds]
-                comparisons.append(Comparison(kind, {m: base[m] for m in GATED}, {m: current[m] for m in GATED}))
-            if (i + 1) % max(1, args.comparisons // 10) == 0:
-                print(f"  {i + 1}/{args.comparisons} comparison pairs, {time.perf_counter() - started_s:.0f} s",
-                      file=sys.stderr, flush=True)
-        sessions = 4 * args.comparisons
-        loop_s = time.perf_counter() - timed_s
-    load_after = os.getloadavg()
-
-    n = args.comparisons
-    main_score = score(comparisons, args.rounds, args.threshold, args.alpha)
-    print(f"gate quality: {n} A/A + {n} A/B comparisons ({sessions} sessions), interleaved")
-    print(f"gate: one-sided Mann-Whitney U, alpha {args.alpha:g}, threshold {args.threshold:g}% on "
-          f"{', '.join(GATED)}; {args.rounds} vs {args.rounds} samples, smallest p = "
-          f"{min_exact_p(args.rounds, args.rounds):.4f}")
-    collected = (f"; sessions ran {collected_rounds} rounds, a {args.rounds}-round session is scored on the first "
-                 f"{args.rounds}" if collected_rounds != args.rounds else "")
-    print(f"session: runner.run, {args.rounds} timed rounds, {args.warmup} warm-up, meter=None, "
-          f"count_flops=False{collected}")
-    print(f"workload: {args.model} random Llama, {n_params / 1e6:.2f} M params, float32 CPU, batch "
-          f"{args.batch_size}, {args.new_tokens} new tokens; generate latency median "
-          f"{statistics.median(latencies_s) * 1e3:.1f} ms (baseline sessions, p10 "
-          f"{_quantile(latencies_s, 0.1) * 1e3:.1f}, p90 {_quantile(latencies_s, 0.9) * 1e3:.1f})")
-    print(f"A/B slowdown: {args.slowdown:g}% busy-wait per generation step (LogitsProcessor, inside generate)")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, torch "
-          f"{torch.__version__} with {torch.get_num_threads()} threads; load average (1 min) "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    modes = ("sequential", "interleaved") if args.mode == "both" else (args.mode,)
+    met = {}
+    print(f"gate quality on {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, torch "
+          f"{torch.__version__} with {torch.get_num_threads()} threads")
+    print(f"workload: {args.model} random Llama, float32 CPU, batch {args.batch_size}, {args.new_tokens} new tokens; "
+          f"A/B slowdown {args.slowdown:g}% busy-wait per generation step (LogitsProcessor, inside generate)")
     print()
-    print_score(main_score)
-    print()
-    aa_tps = main_score.tallies[("A/A", "throughput_tok_s")]
-    ab_tps = main_score.tallies[("A/B", "throughput_tok_s")]
-    ok_fa, ok_det = targets_met(main_score)
-    print(f"targets: A/A false alarms <= 1% (either gated metric): "
-          f"{100 * main_score.either_regressed['A/A'] / n:.1f}% (throughput alone "
-          f"{100 * aa_tps.count('regressed') / n:.1f}%) -> {'met' if ok_fa else 'NOT met'}; "
-          f"A/B detection on throughput >= 95%: {100 * ab_tps.count('regressed') / n:.1f}% -> "
-          f"{'met' if ok_det else 'NOT met'}")
-    if sweeping:
+    for mode in modes:
+        rounds = args.rounds or (DEFAULT_INTERLEAVED_ROUNDS if mode == "interleaved" else DEFAULT_ROUNDS)
+        collected = max([rounds] + (args.sweep_rounds or []))
+        mode_started_s = time.perf_counter()
+        if mode == "sequential":
+            comparisons, latencies = run_sequential(args, collected)
+            title = "sequential (stored baseline, then this run)"
+        else:
+            comparisons, latencies, alone = run_interleaved(args, collected)
+            title = "interleaved (two processes in lockstep)"
+            if alone:
+                print("WARNING: a worker went on alone at some point: some rounds were not interleaved")
+        met[mode] = report(title, comparisons, latencies, rounds, collected, args, args.sweep_rounds,
+                           args.sweep_thresholds)
+        print(f"time ({mode}): {time.perf_counter() - mode_started_s:.1f} s for {4 * args.comparisons} sessions of "
+              f"{collected} rounds")
         print()
-        print(f"sweep (gate, alpha {args.alpha:g}; the same sessions scored on their first k rounds):")
-        meeting = print_sweep(comparisons, sweep_rounds, sweep_thresholds, args.alpha)
-        print("settings meeting both targets: " + (", ".join(f"rounds {r}, threshold {t:g}%" for r, t in meeting)
-                                                  or "none"))
-    elapsed_s = time.perf_counter() - started_s
-    print(f"time: {elapsed_s:.1f} s total ({setup_s:.1f} s building the model, {loop_s:.1f} s for {sessions} "
-          f"sessions of {collected_rounds} rounds, {loop_s / sessions * 1e3:.0f} ms per session)")
-    return 0 if ok_fa and ok_det else 1
+    load_after = os.getloadavg()
+    print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+          f"total {time.perf_counter() - started_s:.1f} s")
+    print("targets met: " + ", ".join(f"{mode} {'yes' if ok else 'no'}" for mode, ok in met.items()))
+    return 0 if met.get("interleaved", met.get("sequential")) else 1
 
 
 if __name__ == "__main__":

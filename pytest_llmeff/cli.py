@@ -37,7 +37,7 @@ def _show(paths: list[str]) -> int:
 def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.gate import GateConfigError, compare, parse_thresholds
+    from pytest_llmeff.gate import GateConfigError, compare, compare_paired, parse_thresholds
     from pytest_llmeff.storage import StorageError, load_run, match_benchmarks, mismatch_warnings
 
     try:
@@ -47,17 +47,24 @@ def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
         print(f"llmeff: {exc}", file=sys.stderr)
         return 2
     matching = match_benchmarks(base, current)
+    # the two sides of one lockstep pair (--llmeff-interleave): rounds compare pair by pair
+    lockstep = bool(base.interleave and current.interleave and base.interleave.get("dir") ==
+                    current.interleave.get("dir") and base.interleave.get("role") != current.interleave.get("role"))
     rows, regressed = [], 0
     for old, new in matching.pairs:
         for metric, threshold in thresholds.items():
             if metric not in old.metrics or metric not in new.metrics:
                 continue
-            v = compare(metric, old.metrics[metric].samples, new.metrics[metric].samples, threshold, alpha=alpha)
+            a, b = old.metrics[metric].samples, new.metrics[metric].samples
+            paired = lockstep and old.interleaved and new.interleaved and len(a) == len(b)
+            v = (compare_paired if paired else compare)(metric, a, b, threshold, alpha=alpha)
             regressed += v.status == "regressed"
             rows.append([new.nodeid, metric, f"{v.baseline_median:.4g}", f"{v.current_median:.4g}",
                          "n/a" if v.change is None else f"{v.change:+.1%}", v.threshold,
-                         "n/a" if v.p_value is None else f"{v.p_value:.3g}", v.status])
-    print(tabulate(rows, headers=["benchmark", "metric", "baseline", "current", "change", "threshold", "p", "verdict"]))
+                         "n/a" if v.p_value is None else f"{v.p_value:.3g}", "paired" if paired else "two runs",
+                         v.status])
+    print(tabulate(rows, headers=["benchmark", "metric", "baseline", "current", "change", "threshold", "p", "test",
+                                  "verdict"]))
     for rec in matching.new:
         print(f"new (no baseline): {rec.nodeid}")
     for rec in matching.missing:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 1
+DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: enough pairs for a paired test at alpha 0.01 (see README)
 DEFAULT_STORAGE = ".llmeff"
 CACHE_ENV = "LLMEFF_CACHE_DIR"
 
@@ -63,7 +64,13 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      "fail a test whose metric regressed: METRIC:N% or METRIC:N<unit>, comma separated, e.g. "
      "throughput_tok_s:5%,ttft_s:10%,peak_mem_bytes:64MB", {"metavar": "SPEC"}),
     ("--llmeff-alpha", "llmeff_alpha", "string",
-     "significance level of the one-sided Mann-Whitney U test of a regression (default 0.01)", {"metavar": "P"}),
+     "significance level of the one-sided test of a regression (Mann-Whitney U; Wilcoxon signed-rank on "
+     "interleaved rounds) (default 0.01)", {"metavar": "P"}),
+    ("--llmeff-interleave", "llmeff_interleave", "string",
+     "lockstep A/B: take turns round by round with another pytest run given the same DIR (one --llmeff-role="
+     "baseline, one candidate); the candidate is judged against the baseline pair by pair", {"metavar": "DIR"}),
+    ("--llmeff-role", "llmeff_role", "string",
+     "this run's side under --llmeff-interleave: baseline or candidate", {"metavar": "ROLE"}),
     ("--llmeff-markdown", "llmeff_markdown", "string",
      "write the report as markdown to PATH (also appended to $GITHUB_STEP_SUMMARY when set)", {"metavar": "PATH"}),
     ("--llmeff-csv", "llmeff_csv", "string", "write one CSV row per benchmark and metric to PATH",
@@ -126,12 +133,14 @@ class LlmeffConfig:
     markdown: Optional[Path] = None
     csv: Optional[Path] = None
     benchmark_json: Optional[Path] = None
+    interleave: Optional[Path] = None
+    role: Optional[str] = None
 
     def rounds_for(self, marker_rounds: Optional[int]) -> int:
         for v in (self.rounds, marker_rounds, self.ini_rounds):
             if v is not None:
                 return v
-        return DEFAULT_ROUNDS
+        return DEFAULT_INTERLEAVED_ROUNDS if self.interleave is not None else DEFAULT_ROUNDS
 
     def warmup_for(self, marker_warmup: Optional[int]) -> int:
         for v in (self.warmup, marker_warmup, self.ini_warmup):
@@ -214,13 +223,27 @@ def resolve(pytest_config) -> LlmeffConfig:
         raise UsageProblem(f"--llmeff-alpha={alpha:g} is not allowed; give a probability between 0 and 1 (e.g. 0.01)")
     compare = text("llmeff_compare")
     compare_fail = text("llmeff_compare_fail")
-    if compare_fail and not compare:
+    interleave, role = text("llmeff_interleave"), text("llmeff_role")
+    roles = ("baseline", "candidate")
+    if role is not None and role not in roles:
+        raise UsageProblem(f"--llmeff-role={role!r} is not allowed; allowed: {', '.join(roles)}")
+    if interleave and role is None:
+        raise UsageProblem(f"--llmeff-interleave={interleave!r} needs --llmeff-role: baseline (the reference "
+                           "checkout) or candidate (the one judged)")
+    if role is not None and not interleave:
+        raise UsageProblem(f"--llmeff-role={role} needs --llmeff-interleave=DIR, a directory shared with the "
+                           "other side")
+    if role == "candidate" and compare:
+        raise UsageProblem("--llmeff-compare cannot be combined with --llmeff-role=candidate: the candidate's "
+                           "baseline is its interleave partner")
+    if compare_fail and not compare and role != "candidate":
         raise UsageProblem(f"--llmeff-compare-fail={compare_fail!r} needs a baseline to compare with; add "
-                           "--llmeff-compare (latest stored run) or --llmeff-compare=NAME")
+                           "--llmeff-compare (latest stored run) or --llmeff-compare=NAME, or run as "
+                           "--llmeff-role=candidate under --llmeff-interleave")
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     return LlmeffConfig(
         report=flag("llmeff_report") or bool(json_path) or bool(text("llmeff_save")) or flag("llmeff_autosave")
-        or any(paths.values()) or bool(compare),
+        or any(paths.values()) or bool(compare) or bool(interleave),
         json_path=Path(json_path) if json_path else None,
         rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
         skip=flag("llmeff_skip"), only=flag("llmeff_only"),
@@ -237,4 +260,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         markdown=Path(paths["llmeff_markdown"]) if paths["llmeff_markdown"] else None,
         csv=Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,
         benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
+        interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
     )

@@ -151,9 +151,12 @@ def llm_benchmark(llm_model, request):
         ctx = runner.EnergyContext(country_iso3=session.options.country_iso_code,
                                    idle_power_w=session.idle_power_w.get(key),
                                    idle_requested=session.options.idle_s > 0)
+        turnstile = session.turnstile  # lockstep A/B: the turn passes to the partner after each timed round
         measured = runner.run(llm_model, use_prompts, batch_size=variant.batch_size, max_new_tokens=new_tokens,
                               rounds=rounds, warmup=warmup, meter=meter, energy_ctx=ctx,
-                              peak_tflops=session.options.peak_tflops or _known_peak(llm_model))
+                              peak_tflops=session.options.peak_tflops or _known_peak(llm_model),
+                              after_round=turnstile.step if turnstile is not None else None)
+        interleaved = turnstile is not None and not turnstile.alone
         from pytest_llmeff.measure.conditions import cpu_governor_warning, gpu_sharing_warning
 
         measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
@@ -180,6 +183,8 @@ def llm_benchmark(llm_model, request):
             resolved_path=str(llm_model.path) if llm_model.path else None,
             country=session.options.country_iso_code,
         )
+        record.interleaved = interleaved
+        session.publish_for_partner(record)
         session.evaluate_gate(record, variant)
         for metric in ("throughput_tok_s", "ttft_s", "tpot_s", "peak_mem_bytes", "energy_j_per_tok"):
             if metric in record.metrics:  # junit-xml properties

@@ -126,6 +126,7 @@ class Verdict:
     n_baseline: int = 0
     n_current: int = 0
     alpha: float = 0.01
+    test: str = "one-sided Mann-Whitney U"  # or the paired Wilcoxon test for lockstep rounds
 
 
 def units_for(spec: MetricSpec) -> dict[str, float]:
@@ -295,12 +296,26 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:+.1f}%"
 
 
-def compare(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
-            threshold: Threshold, alpha: float = 0.01, min_samples: int = 3) -> Verdict:
-    """Compare the current samples of ``metric_name`` with the baseline's (see the module docstring for rules).
+MANN_WHITNEY = "one-sided Mann-Whitney U"
+WILCOXON_PAIRED = "one-sided Wilcoxon signed-rank, paired rounds"
 
-    ``threshold.metric`` must be ``metric_name``. Samples are raw per-round values in the metric's unit.
-    """
+
+def min_exact_p_paired(n_pairs: int) -> float:
+    """Smallest one-sided exact Wilcoxon signed-rank p-value for ``n_pairs`` pairs: 1 / 2**n."""
+    return 0.5 ** n_pairs
+
+
+def min_pairs_for_alpha(alpha: float) -> int:
+    """Smallest n such that n pairs can give an exact one-sided p < ``alpha``: 7 for 0.01 (1/128), 5 for 0.05."""
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1]")
+    n = 1
+    while min_exact_p_paired(n) >= alpha:
+        n += 1
+    return n
+
+
+def _checked_samples(metric_name: str, threshold: Threshold, alpha: float, baseline_samples, current_samples):
     spec = METRICS.get(metric_name)
     if spec is None:
         raise GateConfigError(f"unknown metric {metric_name!r}; known metrics: {', '.join(sorted(METRICS))}")
@@ -314,29 +329,112 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
     cur = [float(v) for v in current_samples]
     if not all(math.isfinite(v) for v in base + cur):
         raise ValueError(f"{metric_name}: samples must be finite numbers")
+    return spec, base, cur
 
+
+def _relative_change(base_med: float, cur_med: float) -> float:
+    if base_med != 0:
+        return (cur_med - base_med) / abs(base_med)
+    return 0.0 if cur_med == 0 else math.copysign(math.inf, cur_med)
+
+
+def compare(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
+            threshold: Threshold, alpha: float = 0.01, min_samples: int = 3) -> Verdict:
+    """Compare the current samples of ``metric_name`` with the baseline's (see the module docstring for rules).
+
+    ``threshold.metric`` must be ``metric_name``. Samples are raw per-round values in the metric's unit. The
+    effect is the change of the medians; the test is one-sided Mann-Whitney U on the two sets of rounds.
+    """
+    spec, base, cur = _checked_samples(metric_name, threshold, alpha, baseline_samples, current_samples)
     base_med = statistics.median(base) if base else None
     cur_med = statistics.median(cur) if cur else None
-    common = dict(metric=metric_name, threshold=threshold.text, unit=spec.unit, n_baseline=len(base),
-                  n_current=len(cur), alpha=alpha, baseline_median=base_med, current_median=cur_med)
+    change = None if base_med is None or cur_med is None else _relative_change(base_med, cur_med)
+    enough = len(base) >= min_samples and len(cur) >= min_samples
+    worse_alt = "greater" if spec.direction == "lower" else "less"
+    p_worse = p_better = None
+    if enough:
+        better_alt = "less" if worse_alt == "greater" else "greater"
+        p_worse, p_better = _one_sided_p(cur, base, worse_alt), _one_sided_p(cur, base, better_alt)
+    worse_abs = None if base_med is None or cur_med is None else cur_med - base_med
+    cannot = ""
+    if enough and min_exact_p(len(base), len(cur)) >= alpha:
+        cannot = (f"; {len(base)} vs {len(cur)} samples cannot reach p < {alpha:g} "
+                  f"(use >= {min_rounds_for_alpha(alpha)} rounds)")
+    short = (f"{len(base)} baseline and {len(cur)} current samples; need at least {min_samples} each"
+             if not enough else None)
+    return _decide(spec, threshold, alpha, base, cur, base_med, cur_med, change, worse_abs, p_worse, p_better,
+                   cannot, short, MANN_WHITNEY)
 
+
+def _one_sided_p_paired(differences: list[float], alternative: str) -> float:
+    from scipy.stats import wilcoxon  # heavy import, only when comparing
+
+    if not any(differences):
+        return 1.0  # every pair equal: no evidence either way
+    p = float(wilcoxon(differences, alternative=alternative).pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+def compare_paired(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
+                   threshold: Threshold, alpha: float = 0.01, min_samples: int = 3) -> Verdict:
+    """Compare rounds that ran in lockstep (``interleave.py``): current round i with baseline round i.
+
+    Drift of the machine hits both rounds of a pair alike, so the comparison is made pair by pair. The effect is
+    the median of the per-pair ratios current/baseline (``change`` = that median - 1) for a relative threshold,
+    or the median of the per-pair differences for an absolute one. The test is the one-sided Wilcoxon
+    signed-rank test (scipy) on the per-pair log-ratios (relative; differences when a sample is <= 0) or
+    differences (absolute). The two sides must have the same number of rounds (ValueError otherwise).
+    """
+    spec, base, cur = _checked_samples(metric_name, threshold, alpha, baseline_samples, current_samples)
+    if len(base) != len(cur):
+        raise ValueError(f"{metric_name}: paired comparison needs as many current rounds as baseline rounds "
+                         f"({len(cur)} vs {len(base)})")
+    base_med = statistics.median(base) if base else None
+    cur_med = statistics.median(cur) if cur else None
+    positive = all(v > 0 for v in base + cur)
+    differences = [c - b for b, c in zip(base, cur)]
+    change = worse_abs = None
+    if base:
+        worse_abs = statistics.median(differences)
+        if positive:
+            change = statistics.median([c / b for b, c in zip(base, cur)]) - 1.0
+        else:
+            change = _relative_change(base_med, base_med + worse_abs)
+    enough = len(base) >= min_samples
+    worse_alt = "greater" if spec.direction == "lower" else "less"
+    p_worse = p_better = None
+    if enough:
+        tested = [math.log(c / b) for b, c in zip(base, cur)] if positive and threshold.kind == "relative" \
+            else differences
+        better_alt = "less" if worse_alt == "greater" else "greater"
+        p_worse, p_better = _one_sided_p_paired(tested, worse_alt), _one_sided_p_paired(tested, better_alt)
+    cannot = ""
+    if enough and min_exact_p_paired(len(base)) >= alpha:
+        cannot = f"; {len(base)} pairs cannot reach p < {alpha:g} (use >= {min_pairs_for_alpha(alpha)} rounds)"
+    short = f"{len(base)} paired rounds; need at least {min_samples}" if not enough else None
+    return _decide(spec, threshold, alpha, base, cur, base_med, cur_med, change, worse_abs, p_worse, p_better,
+                   cannot, short, WILCOXON_PAIRED)
+
+
+def _decide(spec: MetricSpec, threshold: Threshold, alpha: float, base: list[float], cur: list[float],
+            base_med: Optional[float], cur_med: Optional[float], change: Optional[float],
+            diff: Optional[float], p_worse: Optional[float], p_better: Optional[float], cannot: str,
+            short: Optional[str], test: str) -> Verdict:
+    """The verdict from an effect (``change`` relative, ``diff`` absolute, signed in the metric's sense) and the
+    two one-sided p-values; ``short`` says why there are too few samples (then: inconclusive)."""
+    metric_name = spec.name
     # sign: +1 when an increase is worse (lower is better), -1 when a decrease is worse (higher is better)
     sign = 1.0 if spec.direction == "lower" else -1.0
-    change = worse_by = None
-    if base_med is not None and cur_med is not None:
-        if base_med != 0:
-            change = (cur_med - base_med) / abs(base_med)
-        else:
-            change = 0.0 if cur_med == 0 else math.copysign(math.inf, cur_med)
-        worse_by = sign * change
-
-    if len(base) < min_samples or len(cur) < min_samples:
+    worse_by = None if change is None else sign * change
+    common = dict(metric=metric_name, threshold=threshold.text, unit=spec.unit, n_baseline=len(base),
+                  n_current=len(cur), alpha=alpha, baseline_median=base_med, current_median=cur_med, test=test)
+    if short is not None or p_worse is None or p_better is None:
         return Verdict(status="inconclusive", change=change, worse_by=worse_by, p_value=None,
-                       message=(f"{metric_name} inconclusive: {len(base)} baseline and {len(cur)} current samples; "
-                                f"need at least {min_samples} each"), **common)
+                       message=f"{metric_name} inconclusive: {short}", **common)
     assert base_med is not None and cur_med is not None and change is not None and worse_by is not None
+    assert diff is not None
 
-    worse_abs = sign * (cur_med - base_med)  # in the metric's unit, positive when worse
+    worse_abs = sign * diff  # in the metric's unit, positive when worse
     if threshold.kind == "relative":
         beyond_worse = worse_by > threshold.value
         beyond_better = -worse_by > threshold.value
@@ -345,21 +443,12 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
         beyond_worse = worse_abs > threshold.value
         beyond_better = -worse_abs > threshold.value
         amount = _display(abs(worse_abs), spec, threshold.unit)
-
-    worse_alt = "greater" if spec.direction == "lower" else "less"
-    better_alt = "less" if worse_alt == "greater" else "greater"
-    p_worse = _one_sided_p(cur, base, worse_alt)
-    p_better = _one_sided_p(cur, base, better_alt)
     sig_worse = p_worse < alpha
     sig_better = p_better < alpha
 
     shown_unit = threshold.unit if threshold.kind == "absolute" else ""
     medians = (f"median {_display(base_med, spec, shown_unit)} -> {_display(cur_med, spec, shown_unit)} "
-               f"({_pct(change)})")
-    cannot = ""
-    if min_exact_p(len(base), len(cur)) >= alpha:
-        cannot = (f"; {len(base)} vs {len(cur)} samples cannot reach p < {alpha:g} "
-                  f"(use >= {min_rounds_for_alpha(alpha)} rounds)")
+               f"({_pct(change)}{' paired' if test == WILCOXON_PAIRED else ''})")
 
     if beyond_worse and sig_worse:
         status: Status = "regressed"

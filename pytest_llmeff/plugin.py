@@ -109,7 +109,7 @@ def pytest_configure(config):
             except ValueError as exc:
                 raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
     state = LlmeffSession(options, _progress_writer(config), Path(config.rootpath))
-    if options.compare or options.save:
+    if options.compare or options.save or options.role == "candidate":
         from pytest_llmeff.gate import GateConfigError
         from pytest_llmeff.storage import StorageError, check_name
 
@@ -119,12 +119,33 @@ def pytest_configure(config):
             state.load_baseline(_machine_info(config))
         except (GateConfigError, StorageError) as exc:
             raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
+    if options.interleave is not None:
+        _start_interleave(config, state)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(_ReportCollector(config), "llmeff-report-collector")
 
 
+def _start_interleave(config, state) -> None:
+    """Join the lockstep pair (blocks the candidate until the baseline's first round is done)."""
+    from pytest_llmeff.interleave import InterleaveError, Turnstile
+
+    if _is_worker(config) or config.getoption("numprocesses", None):
+        raise pytest.UsageError("pytest-llmeff: --llmeff-interleave takes turns between two single processes; "
+                                "run it without pytest-xdist's -n")
+    turnstile = Turnstile(state.options.interleave, state.options.role)
+    try:
+        turnstile.start()
+    except InterleaveError as exc:
+        raise pytest.UsageError(f"pytest-llmeff: {exc}") from None
+    state.turnstile = turnstile
+
+
 def pytest_unconfigure(config):
     from pytest_llmeff.metrics import reset_user_metrics
+
+    state = config.stash.get(SESSION_KEY, None)
+    if state is not None and state.turnstile is not None:
+        state.turnstile.finish()  # a session that ended early must not leave its partner waiting
 
     reset_user_metrics()
 
@@ -251,6 +272,8 @@ def pytest_sessionfinish(session, exitstatus):
     if state is None:
         return
     state.close()
+    if state.turnstile is not None:
+        state.turnstile.finish()  # the partner goes on (or finishes) without waiting for our report
     if _is_worker(config) or not state.options.report:
         return
     from pytest_llmeff.measure.machine import commit_info, versions

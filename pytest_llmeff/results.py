@@ -120,8 +120,9 @@ class VariantRecord(BaseModel):
 
 class VerdictRecord(BaseModel):
     """One metric compared with the baseline (see gate.py): status ok | improved | near-miss | regressed |
-    inconclusive; medians in the metric's unit; change = (current - baseline) / baseline; p_value one-sided
-    Mann-Whitney U."""
+    inconclusive; medians in the metric's unit; change = (current - baseline) / baseline of the medians, or for
+    paired (lockstep) rounds the median per-pair ratio - 1; p_value of the one-sided ``test`` (Mann-Whitney U
+    on two runs, or Wilcoxon signed-rank on paired rounds)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +134,17 @@ class VerdictRecord(BaseModel):
     p_value: Optional[float] = None
     threshold: str
     message: str
+    test: Optional[str] = None
+
+    @classmethod
+    def from_verdict(cls, verdict) -> "VerdictRecord":
+        """From a ``gate.Verdict``; an infinite change (baseline median 0) is stored as None (JSON has no inf)."""
+        change = verdict.change
+        if change is not None and (change != change or abs(change) == float("inf")):
+            change = None
+        return cls(metric=verdict.metric, status=verdict.status, baseline_median=verdict.baseline_median,
+                   current_median=verdict.current_median, change=change, p_value=verdict.p_value,
+                   threshold=verdict.threshold, message=verdict.message, test=verdict.test)
 
 
 class LimitRecord(BaseModel):
@@ -168,6 +180,7 @@ class BenchmarkRecord(BaseModel):
     verdicts: list[VerdictRecord] = Field(default_factory=list)
     limits: list[LimitRecord] = Field(default_factory=list)
     extra_info: dict[str, Any] = Field(default_factory=dict)
+    interleaved: bool = False  # every timed round alternated with a lockstep partner's (--llmeff-interleave)
 
     @property
     def gate_failed(self) -> bool:
@@ -223,6 +236,7 @@ class Run(BaseModel):
     commit: CommitInfo
     pytest_args: list[str] = Field(default_factory=list)
     baseline: Optional[str] = None
+    interleave: Optional[dict[str, Any]] = None  # lockstep A/B: dir, role, turns passed, why it went on alone
     loads: list[LoadEvent] = Field(default_factory=list)
     benchmarks: list[BenchmarkRecord] = Field(default_factory=list)
 

@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from pytest_llmeff.measure.energy import Measurement
 from pytest_llmeff.measure.flops import FlopsCounter, analytic_generate_flops
@@ -104,8 +104,11 @@ def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
 
 def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, rounds: int, warmup: int,
         meter, count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
-        peak_tflops: Optional[float] = None) -> Measured:
-    """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples."""
+        peak_tflops: Optional[float] = None, after_round: Optional[Callable[[], None]] = None) -> Measured:
+    """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples.
+
+    ``after_round``: called after each timed round, outside its timing (lockstep A/B passes the turn there).
+    """
     ctx = energy_ctx or EnergyContext()
     batch = make_batch(list(prompts), batch_size)
     inputs = loaded.encode(batch)
@@ -148,6 +151,8 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         measured.add("throughput_tok_s", gen.tokens_total / latency)
         measured.add("prefill_tok_s", gen.prompt_tokens_total / ttft if ttft > 0 else None)
         measured.add("peak_mem_bytes", peak_bytes)
+        if after_round is not None:
+            after_round()
 
     if peak.method == "unavailable":
         measured.warnings.append("peak memory not measured: no resettable peak on this platform")

@@ -46,6 +46,7 @@ class LlmeffSession:
         self.baseline_name: Optional[str] = None
         self.baseline_note: Optional[str] = None
         self.baseline_index: dict = {}
+        self.turnstile = None  # interleave.Turnstile under --llmeff-interleave
         self.outputs: list[str] = []
         self.output_errors: list[str] = []
         self.gate_failures: list[tuple[str, str]] = []
@@ -140,29 +141,56 @@ class LlmeffSession:
 
     def evaluate_gate(self, record, variant) -> None:
         """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (marker limits)."""
-        from pytest_llmeff.gate import check_limit, compare, parse_limits, parse_thresholds
+        from pytest_llmeff.gate import check_limit, compare, compare_paired, parse_limits, parse_thresholds
         from pytest_llmeff.results import LimitRecord, VerdictRecord
 
         thresholds = dict(self.thresholds)
         if variant.thresholds:
             thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
-        base = self.baseline_index.get((record.nodeid, record.name)) if self.baseline is not None else None
+        base, paired = self._baseline_record(record)
         if base is not None:
+            judge = compare_paired if paired else compare
             for metric, threshold in thresholds.items():
                 if metric not in record.metrics or metric not in base.metrics:
                     continue
-                v = compare(metric, base.metrics[metric].samples, record.metrics[metric].samples, threshold,
-                            alpha=self.options.alpha)
-                record.verdicts.append(VerdictRecord(
-                    metric=metric, status=v.status, baseline_median=v.baseline_median,
-                    current_median=v.current_median, change=None if v.change is None or v.change != v.change
-                    or abs(v.change) == float("inf") else v.change,
-                    p_value=v.p_value, threshold=v.threshold, message=v.message))
+                v = judge(metric, base.metrics[metric].samples, record.metrics[metric].samples, threshold,
+                          alpha=self.options.alpha)
+                record.verdicts.append(VerdictRecord.from_verdict(v))
         if variant.limits:
             for limit in parse_limits(dict(variant.limits)):
                 r = check_limit(limit, record.metrics.get(limit.metric))
                 record.limits.append(LimitRecord(metric=limit.metric, limit=limit.text, median=r.median,
                                                  passed=r.passed, message=r.message))
+
+    def _baseline_record(self, record) -> tuple[Optional[BenchmarkRecord], bool]:
+        """(the baseline's record of this benchmark or None, whether its rounds pair with ``record``'s).
+
+        Under --llmeff-interleave as the candidate, the baseline is the lockstep partner's record of the same
+        benchmark; rounds pair when both sides were interleaved throughout with the same number of rounds."""
+        turnstile = self.turnstile
+        if turnstile is None or turnstile.role != "candidate":
+            if self.baseline is None:
+                return None, False
+            return self.baseline_index.get((record.nodeid, record.name)), False
+        from pytest_llmeff.results import BenchmarkRecord
+
+        text = turnstile.partner_record(record.nodeid, record.name)
+        if text is None:
+            record.warnings.append(f"the interleave baseline has no record of this benchmark "
+                                   f"({turnstile.alone_reason or 'not published'}): not compared")
+            return None, False
+        base = BenchmarkRecord.model_validate_json(text)
+        paired = base.interleaved and record.interleaved and len(base.metrics["latency_s"].samples) == \
+            len(record.metrics["latency_s"].samples)
+        if not paired:
+            record.warnings.append("rounds were not interleaved with the baseline's throughout (a side went on "
+                                   "alone, or the round counts differ): compared as two runs (Mann-Whitney U)")
+        return base, paired
+
+    def publish_for_partner(self, record) -> None:
+        """As the interleave baseline: hand the finished record to the candidate."""
+        if self.turnstile is not None and self.turnstile.role == "baseline":
+            self.turnstile.publish(record.nodeid, record.name, record.model_dump_json())
 
     # --- records ------------------------------------------------------------------------------------
     def add_report_payload(self, report) -> None:
@@ -189,7 +217,12 @@ class LlmeffSession:
         return Run(
             started_at=self.started_at, finished_at=utc_now(), machine=MachineInfo(**machine),
             versions=versions, commit=CommitInfo(**commit), pytest_args=list(args), loads=self.loads,
-            baseline=self.baseline_name,
+            baseline=self.baseline_name or (f"interleave partner ({self.turnstile.directory})"
+                                            if self.turnstile is not None and self.turnstile.role == "candidate"
+                                            else None),
+            interleave=None if self.turnstile is None else {
+                "dir": str(self.turnstile.directory), "role": self.turnstile.role, "turns": self.turnstile.turns,
+                "alone_reason": self.turnstile.alone_reason},
             benchmarks=self.records,
         )
 
@@ -253,6 +286,11 @@ class LlmeffSession:
         """What the comparison with the baseline found beyond the verdicts: renamed/new/missing benchmarks and
         machine or library mismatches."""
         lines = []
+        if self.turnstile is not None:
+            t = self.turnstile
+            alone = f"; went on alone: {t.alone_reason}" if t.alone_reason and t.alone_reason != \
+                "this side has finished" else ""
+            lines.append(f"interleaved as the {t.role} with {t.directory}: {t.turns} turns passed{alone}")
         if self.baseline_note:
             lines.append(self.baseline_note)
         if self.baseline is None or self.current_run is None:

@@ -19,7 +19,7 @@ def failure_text(records) -> str:
             change = "n/a" if v.change is None else f"{v.change:+.1%}"
             lines.append(f"REGRESSED {record.variant.id} {v.metric}: baseline {_num(v.baseline_median)}, current "
                          f"{_num(v.current_median)}, change {change}, threshold {v.threshold}, "
-                         f"p={_num(v.p_value)} (one-sided Mann-Whitney U)")
+                         f"p={_num(v.p_value)} ({v.test or 'one-sided Mann-Whitney U'})")
         for lim in record.limits:
             if not lim.passed:
                 lines.append(f"LIMIT FAILED {record.variant.id} {lim.metric}: median {_num(lim.median)}, "

@@ -1,0 +1,248 @@
+"""Lockstep A/B: two pytest processes (a baseline checkout and a candidate) take turns round by round.
+
+Why: on a shared machine the speed of the machine itself drifts by 10-20% between runs a minute apart, more than
+the regressions worth catching. Two runs whose rounds alternate in time (baseline round 1, candidate round 1,
+baseline round 2, ...) see the same drift, and round i of one can be paired with round i of the other. This is
+asv's "continuous" idea (both commits measured in one job) done with two ordinary pytest runs, so each side may
+have its own checkout, virtual environment and library versions.
+
+The protocol lives in one directory both processes are given (``--llmeff-interleave=DIR``):
+
+- ``turn`` holds the role whose turn it is (``baseline`` or ``candidate``), replaced atomically. The baseline
+  starts. A process holds the turn for everything it does (loading, warm-up, a timed round, FLOP counting, the
+  quality probe) and passes it after each timed round, so the other side never works while one side measures.
+- ``<role>.state`` holds ``running <pid>`` or ``done``. A partner that is done, whose process is gone, or that
+  has not started within ``start_timeout_s`` releases the other side: it goes on alone, and its records say the
+  rounds were not interleaved (``interleaved: false``), so no paired comparison is made on them.
+- ``baseline/<key>.json``: each baseline benchmark record, written atomically when it is complete; the candidate
+  reads it to judge its own record of the same benchmark (paired test, see ``gate.compare_paired``).
+
+- ``<role>.fifo``: a named pipe per side. Passing the turn writes a byte to the partner's pipe; a waiting side
+  blocks in ``select`` on its own pipe, so it uses no CPU and does not disturb the side that measures (a
+  process that polls every millisecond slowed a 2-thread CPU generate by a third here). The ``turn`` file stays
+  the truth; the byte only wakes the waiter, which also looks at the partner's liveness every ``check_s``.
+  Where named pipes do not exist (Windows), waiting falls back to sleeping ``check_s / 10`` between looks.
+Each pair needs a new or empty directory: a side that finds its own ``<role>.state`` there refuses to start (it
+would be an earlier pair's, whose ``done`` would release the partner at once).
+Both processes must run the same benchmarks in the same order with the same rounds (the same test selection),
+or the rounds pair up across different benchmarks; a record pairs only with the partner's record of the same
+node id and name, with the same number of samples.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import select
+import time
+from pathlib import Path
+from typing import Optional
+
+ROLES = ("baseline", "candidate")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class InterleaveError(RuntimeError):
+    """The interleave directory cannot be used; the message says which path and why."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def record_file_name(nodeid: str, name: str) -> str:
+    """A safe, unique file name for one benchmark (node id and name are arbitrary text)."""
+    digest = hashlib.sha256(f"{nodeid}\0{name}".encode()).hexdigest()[:16]
+    readable = _SAFE.sub("_", f"{nodeid}-{name}")[-80:].lstrip("._") or "benchmark"
+    return f"{readable}-{digest}.json"
+
+
+class Turnstile:
+    """One side of a lockstep pair. ``start()`` once, ``step()`` after each timed round, ``finish()`` at the end.
+
+    directory: shared by both processes. role: ``baseline`` or ``candidate``.
+    start_timeout_s: how long to wait for a partner that has not started yet before going on alone.
+    check_s: longest sleep of a waiting side between looks at the partner's liveness.
+    """
+
+    def __init__(self, directory, role: str, start_timeout_s: float = 600.0, check_s: float = 0.1):
+        if role not in ROLES:
+            raise InterleaveError(f"role {role!r} is not allowed; allowed: {', '.join(ROLES)}")
+        self.directory = Path(directory)
+        self.role = role
+        self.partner = ROLES[1 - ROLES.index(role)]
+        self.start_timeout_s = start_timeout_s
+        self.check_s = check_s
+        self._wake_fd: Optional[int] = None
+        self.alone = False  # True once the partner is gone: no more waiting, and no more interleaving
+        self.alone_reason: Optional[str] = None
+        self.turns = 0  # turns passed to the partner
+        self._started_s: Optional[float] = None
+
+    # --- files -------------------------------------------------------------------------------------
+    @property
+    def turn_path(self) -> Path:
+        return self.directory / "turn"
+
+    def state_path(self, role: str) -> Path:
+        return self.directory / f"{role}.state"
+
+    @property
+    def records_dir(self) -> Path:
+        return self.directory / "baseline"
+
+    def fifo_path(self, role: str) -> Path:
+        return self.directory / f"{role}.fifo"
+
+    def record_path(self, nodeid: str, name: str) -> Path:
+        return self.records_dir / record_file_name(nodeid, name)
+
+    # --- protocol ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Announce this side and wait for the first turn (the baseline starts)."""
+        if self.state_path(self.role).exists():
+            raise InterleaveError(f"--llmeff-interleave={self.directory}: the directory holds the files of an "
+                                  f"earlier pair ({self.state_path(self.role).name} exists); give each pair a new "
+                                  "or empty directory")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.records_dir.mkdir(exist_ok=True)
+            try:  # the first side to arrive creates the turn file; O_EXCL makes that race-free
+                fd = os.open(self.turn_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write("baseline")
+            except FileExistsError:
+                pass
+            if hasattr(os, "mkfifo"):
+                try:
+                    os.mkfifo(self.fifo_path(self.role))
+                except FileExistsError:
+                    pass
+                # read-write, so the pipe always has a writer (this side) and select never sees end-of-file
+                self._wake_fd = os.open(self.fifo_path(self.role), os.O_RDWR | os.O_NONBLOCK)
+            _write_atomic(self.state_path(self.role), f"running {os.getpid()}")
+        except OSError as exc:
+            raise InterleaveError(f"--llmeff-interleave={self.directory}: cannot use the directory: {exc}") from None
+        self._started_s = time.monotonic()
+        self.wait_turn()
+
+    def _partner_gone(self) -> Optional[str]:
+        """Why the partner can no longer take turns, or None while it can (or may still start)."""
+        state = _read(self.state_path(self.partner))
+        if state is None:
+            waited = time.monotonic() - (self._started_s or time.monotonic())
+            if waited > self.start_timeout_s:
+                return f"the {self.partner} did not start within {self.start_timeout_s:g} s"
+            return None
+        if state == "done":
+            return f"the {self.partner} has finished"
+        parts = state.split()
+        if len(parts) == 2 and parts[0] == "running" and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            return f"the {self.partner} process (pid {parts[1]}) has exited without finishing"
+        return None
+
+    def _go_alone(self, reason: str) -> None:
+        self.alone = True
+        self.alone_reason = reason
+
+    def _sleep_until_woken(self) -> None:
+        if self._wake_fd is None:
+            time.sleep(self.check_s / 10)
+            return
+        ready, _, _ = select.select([self._wake_fd], [], [], self.check_s)
+        if ready:
+            try:
+                os.read(self._wake_fd, 4096)  # drain the wake-up bytes
+            except BlockingIOError:
+                pass
+
+    def wait_turn(self) -> None:
+        """Block until it is this side's turn, or the partner is gone (then never wait again)."""
+        while not self.alone:
+            if _read(self.turn_path) == self.role:
+                return
+            reason = self._partner_gone()
+            if reason is not None:
+                self._go_alone(reason)
+                return
+            self._sleep_until_woken()
+
+    def _wake_partner(self) -> None:
+        try:
+            fd = os.open(self.fifo_path(self.partner), os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no pipe yet, or nobody reading it: the partner reads the turn file when it starts
+            return
+        try:
+            os.write(fd, b"t")
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EPIPE):
+                raise
+        finally:
+            os.close(fd)
+
+    def pass_turn(self) -> None:
+        if not self.alone:
+            _write_atomic(self.turn_path, self.partner)
+            self.turns += 1
+            self._wake_partner()
+
+    def step(self) -> None:
+        """After a timed round: give the partner its turn and wait for ours back."""
+        if self.alone:
+            return
+        self.pass_turn()
+        self.wait_turn()
+
+    def finish(self) -> None:
+        """This side is done: mark it so and hand the turn over for good."""
+        try:
+            _write_atomic(self.state_path(self.role), "done")
+            _write_atomic(self.turn_path, self.partner)
+            self._wake_partner()
+        except OSError:
+            pass
+        if self._wake_fd is not None:
+            os.close(self._wake_fd)
+            self._wake_fd = None
+        self.alone = True
+        self.alone_reason = self.alone_reason or "this side has finished"
+
+    # --- records -------------------------------------------------------------------------------------
+    def publish(self, nodeid: str, name: str, record_json: str) -> None:
+        """The baseline's complete record of one benchmark, for the candidate to compare with."""
+        _write_atomic(self.record_path(nodeid, name), record_json)
+
+    def partner_record(self, nodeid: str, name: str, max_turns: int = 3) -> Optional[str]:
+        """The baseline's record of this benchmark (JSON text), or None when it has none.
+
+        In lockstep the baseline publishes a record before the candidate finishes the same benchmark, so it is
+        normally there at once; otherwise up to ``max_turns`` turns are given to the baseline to finish it (a
+        benchmark only the candidate has would else stall the pair)."""
+        path = self.record_path(nodeid, name)
+        for _ in range(max_turns + 1):
+            text = _read(path)
+            if text is not None or self.alone:
+                return text
+            self.step()
+        return _read(path)

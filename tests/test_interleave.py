@@ -1,0 +1,257 @@
+"""Lockstep A/B (--llmeff-interleave): the turnstile's protocol, the paired test, and two real pytest runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pytest_llmeff.gate import compare, compare_paired, min_pairs_for_alpha, parse_thresholds
+from pytest_llmeff.interleave import InterleaveError, Turnstile, record_file_name
+
+TPS = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]
+
+WORKER = """
+import sys, time
+from pytest_llmeff.interleave import Turnstile
+directory, role, log, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+t = Turnstile(directory, role, start_timeout_s=30)
+t.start()
+for i in range(rounds):
+    with open(log, "a") as f:
+        f.write(f"{role} {i} start\\n")
+    time.sleep(0.01)  # a "round": the other side must not write in between
+    with open(log, "a") as f:
+        f.write(f"{role} {i} end\\n")
+    t.step()
+t.finish()
+print("alone:", t.alone_reason)
+"""
+
+
+def _spawn(tmp_path, role, rounds=4):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "pair"), role, str(tmp_path / "log.txt"),
+                             str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# --- the turnstile -----------------------------------------------------------------------------------------
+def test_two_processes_take_strict_turns_baseline_first(tmp_path):
+    candidate = _spawn(tmp_path, "candidate")  # started first on purpose: the baseline still goes first
+    time.sleep(0.2)
+    baseline = _spawn(tmp_path, "baseline")
+    outs = [p.communicate(timeout=60)[0] for p in (baseline, candidate)]
+    assert [p.returncode for p in (baseline, candidate)] == [0, 0], outs
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    expected = []
+    for i in range(4):
+        for role in ("baseline", "candidate"):
+            expected += [f"{role} {i} start", f"{role} {i} end"]
+    assert lines == expected
+
+
+def test_a_partner_that_never_starts_releases_the_other_side(tmp_path):
+    t = Turnstile(tmp_path / "pair", "candidate", start_timeout_s=0.3)
+    started = time.monotonic()
+    t.start()  # the turn is the baseline's, which never comes
+    assert t.alone and "did not start within 0.3 s" in t.alone_reason
+    assert 0.25 <= time.monotonic() - started < 5
+    t.step()  # no more waiting
+    t.finish()
+
+
+def test_a_partner_that_died_releases_the_other_side(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    (pair / "turn").write_text("baseline")
+    (pair / "baseline.state").write_text(f"running {dead.pid}")
+    t = Turnstile(pair, "candidate", start_timeout_s=60)
+    t.start()
+    assert t.alone and f"pid {dead.pid}" in t.alone_reason and "exited" in t.alone_reason
+
+
+def test_finish_hands_the_turn_over_for_good(tmp_path):
+    base = Turnstile(tmp_path / "pair", "baseline", start_timeout_s=60)
+    base.start()  # the baseline's turn at once
+    cand = Turnstile(tmp_path / "pair", "candidate", start_timeout_s=60)
+    base.finish()
+    cand.start()
+    cand.step()
+    assert cand.alone and "has finished" in cand.alone_reason
+
+
+def test_unusable_directory_and_role_are_clear_errors(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InterleaveError, match=r"cannot use the directory"):
+        Turnstile(blocker / "sub", "baseline").start()
+    with pytest.raises(InterleaveError, match=r"role 'reference' is not allowed; allowed: baseline, candidate"):
+        Turnstile(tmp_path, "reference")
+
+
+def test_a_directory_left_by_an_earlier_pair_is_refused(tmp_path):
+    first = Turnstile(tmp_path / "pair", "baseline", start_timeout_s=0.1)
+    first.start()
+    first.finish()
+    with pytest.raises(InterleaveError, match=r"holds the files of an earlier pair \(baseline.state exists\); "
+                                              r"give each pair a new or empty directory"):
+        Turnstile(tmp_path / "pair", "baseline").start()
+
+
+def test_record_file_names_are_safe():
+    name = record_file_name("../../etc/passwd::test[a/b]", "x/../y")
+    assert "/" not in name and not name.startswith(".") and name.endswith(".json")
+    assert record_file_name("a", "b") != record_file_name("a", "c")
+
+
+# --- the paired test -----------------------------------------------------------------------------------------
+def _drifting(n=20, spread=0.3):
+    """Machine speed drifting by +-spread over the run, as on a shared VM."""
+    return [100.0 * (1 + spread * ((i * 7) % n - n / 2) / (n / 2)) for i in range(n)]
+
+
+def test_paired_test_sees_a_10pct_drop_that_drift_hides_from_two_run_comparison():
+    base = _drifting()
+    wobble = [1.0 + 0.004 * ((i * 3) % 5 - 2) for i in range(len(base))]
+    cur = [b * 0.9 * w for b, w in zip(base, wobble)]
+    unpaired = compare("throughput_tok_s", base, cur, TPS)
+    paired = compare_paired("throughput_tok_s", base, cur, TPS)
+    assert unpaired.status != "regressed"  # the drift swamps the 10% drop
+    assert paired.status == "regressed" and paired.p_value < 0.001
+    assert paired.change == pytest.approx(-0.1, abs=0.01)
+    assert "Wilcoxon" in paired.test and "paired" in paired.message
+
+
+def test_paired_a_a_is_ok_and_improvement_is_improved():
+    base = _drifting()
+    assert compare_paired("throughput_tok_s", base, list(base), TPS).status == "ok"
+    assert compare_paired("throughput_tok_s", base, [b * 1.2 for b in base], TPS).status == "improved"
+    ttft = parse_thresholds("ttft_s:10ms")["ttft_s"]
+    base_s = [0.1 * (1 + 0.2 * (i % 4)) for i in range(12)]
+    verdict = compare_paired("ttft_s", base_s, [b + 0.02 for b in base_s], ttft)  # +20 ms on every pair
+    assert verdict.status == "regressed" and "20 ms" in verdict.message
+
+
+def test_paired_needs_equal_rounds_and_enough_pairs_for_alpha():
+    with pytest.raises(ValueError, match=r"as many current rounds as baseline rounds \(4 vs 5\)"):
+        compare_paired("throughput_tok_s", [1, 2, 3, 4, 5], [1, 2, 3, 4], TPS)
+    assert min_pairs_for_alpha(0.01) == 7
+    verdict = compare_paired("throughput_tok_s", [100.0] * 5, [80.0, 81, 79, 80, 82], TPS)
+    assert verdict.status == "near-miss" and "5 pairs cannot reach p < 0.01 (use >= 7 rounds)" in verdict.message
+
+
+# --- options ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--llmeff-role=candidate"], "*--llmeff-role=candidate needs --llmeff-interleave=DIR*"),
+    (["--llmeff-interleave=pair", "--llmeff-role=reference"],
+     "*--llmeff-role='reference' is not allowed; allowed: baseline, candidate*"),
+    (["--llmeff-interleave=pair"], "*--llmeff-interleave='pair' needs --llmeff-role: baseline*"),
+    (["--llmeff-interleave=pair", "--llmeff-role=candidate", "--llmeff-compare"],
+     "*--llmeff-compare cannot be combined with --llmeff-role=candidate*"),
+    (["--llmeff-interleave=pair", "--llmeff-role=baseline", "-n", "2"],
+     "*--llmeff-interleave takes turns between two single processes*"),
+])
+def test_bad_interleave_options_are_usage_errors(llmeff_pytester, args, message):
+    llmeff_pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = llmeff_pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+# --- two real pytest runs in lockstep ----------------------------------------------------------------------
+BENCH = textwrap.dedent("""
+    import os, time, pytest
+
+    @pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=6, warmup=1, quality=False)
+    def test_speed(llm_benchmark, llm_model):
+        factor = float(os.environ.get("LLMEFF_TEST_SLOWDOWN", "0"))
+        if factor:
+            original = llm_model.generate_ids
+            def slow(*args, **kwargs):
+                t0 = time.perf_counter()
+                out = original(*args, **kwargs)
+                end = time.perf_counter() + (time.perf_counter() - t0) * factor
+                while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
+                    pass
+                return out
+            llm_model.generate_ids = slow
+        llm_benchmark()
+""")
+
+
+def _pair(pytester, candidate_slowdown: float):
+    """Run baseline and candidate pytest sessions at once in lockstep; return their (rc, output, json)."""
+    pytester.makepyfile(test_speed=BENCH)
+    common = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llmeff-energy=off",
+              f"--llmeff-interleave={pytester.path / 'pair'}", "test_speed.py"]
+    procs = {}
+    for role in ("candidate", "baseline"):
+        env = dict(os.environ, LLMEFF_TEST_SLOWDOWN=str(candidate_slowdown if role == "candidate" else 0))
+        extra = ["--llmeff-compare-fail=throughput_tok_s:5%"] if role == "candidate" else []
+        procs[role] = subprocess.Popen(common + [f"--llmeff-role={role}", f"--llmeff-json={role}.json"] + extra,
+                                       cwd=pytester.path, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+    out = {}
+    for role, proc in procs.items():
+        text = proc.communicate(timeout=300)[0]
+        path = pytester.path / f"{role}.json"
+        out[role] = (proc.returncode, text, json.loads(path.read_text()) if path.exists() else None)
+    return out
+
+
+@pytest.mark.slow
+def test_lockstep_pair_passes_unchanged_code_with_a_paired_verdict(llmeff_pytester):
+    out = _pair(llmeff_pytester, candidate_slowdown=0)
+    (b_rc, b_text, b_json), (c_rc, c_text, c_json) = out["baseline"], out["candidate"]
+    assert b_rc == 0, b_text
+    assert c_rc == 0, c_text
+    for data in (b_json, c_json):
+        bench = data["benchmarks"][0]
+        assert bench["interleaved"] is True and bench["rounds"] == 20  # the interleaved default
+    assert b_json["interleave"]["role"] == "baseline" and c_json["interleave"]["turns"] >= 20
+    verdict = c_json["benchmarks"][0]["verdicts"][0]
+    assert verdict["test"] == "one-sided Wilcoxon signed-rank, paired rounds"
+    assert verdict["status"] in ("ok", "near-miss", "improved")
+    assert "interleave partner" in c_json["baseline"]
+    assert "interleaved as the candidate with" in c_text
+
+
+@pytest.mark.slow
+def test_lockstep_pair_fails_the_slowed_candidate(llmeff_pytester, capsys):
+    out = _pair(llmeff_pytester, candidate_slowdown=1.0)  # 2x slower
+    (b_rc, b_text, _), (c_rc, c_text, c_json) = out["baseline"], out["candidate"]
+    assert b_rc == 0, b_text
+    assert c_rc == 1, c_text
+    assert "INTERNALERROR" not in c_text and "Traceback" not in c_text
+    assert "REGRESSED tiny-random-llama-fp32-b1 throughput_tok_s" in c_text
+    assert "(one-sided Wilcoxon signed-rank, paired rounds)" in c_text
+    verdict = c_json["benchmarks"][0]["verdicts"][0]
+    assert verdict["status"] == "regressed" and verdict["change"] < -0.3 and verdict["p_value"] < 0.001
+    # the stored pair, judged again by the CLI: paired as well
+    from pytest_llmeff.cli import main
+
+    path = llmeff_pytester.path
+    assert main(["compare", str(path / "baseline.json"), str(path / "candidate.json"),
+                 "--fail", "throughput_tok_s:5%"]) == 1
+    row = [line for line in capsys.readouterr().out.splitlines() if "throughput_tok_s" in line][0]
+    assert "paired" in row and "regressed" in row
+
+
+def test_the_lockstep_ci_example_runs_both_roles_in_one_job():
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "ci" / "github-actions-lockstep.yml"
+    steps = yaml.safe_load(path.read_text())["jobs"]["lockstep"]["steps"]
+    script = next(s["run"] for s in steps if "lockstep" in s.get("name", ""))
+    assert "--llmeff-role=baseline" in script and "--llmeff-role=candidate" in script
+    assert script.count('--llmeff-interleave="$pair"') == 2 and "--llmeff-compare-fail=" in script
