@@ -6,6 +6,8 @@ transformers, bitsandbytes or accelerate, not even indirectly: heavy imports hap
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ __all__ = ["energy_tracker", "flops_counter", "llm_benchmark", "llm_model", "llm
 
 _BENCH_FIXTURES = ("llm_benchmark", "llm_model", "llmeff_variant")
 MACHINE_KEY = pytest.StashKey[dict]()
+INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
 
 
 def pytest_addhooks(pluginmanager):
@@ -132,7 +135,18 @@ def _start_interleave(config, state) -> None:
     if _is_worker(config) or config.getoption("numprocesses", None):
         raise pytest.UsageError("pytest-llmeff: --llmeff-interleave takes turns between two single processes; "
                                 "run it without pytest-xdist's -n")
-    turnstile = Turnstile(state.options.interleave, state.options.role)
+    raw = os.environ.get(INTERLEAVE_TIMEOUT_ENV, "600")
+    try:
+        timeout_s = float(raw)
+        if not timeout_s > 0:
+            raise ValueError
+    except ValueError:
+        raise pytest.UsageError(f"pytest-llmeff: {INTERLEAVE_TIMEOUT_ENV}={raw!r} is not allowed; give a number of "
+                                "seconds > 0") from None
+    turnstile = Turnstile(state.options.interleave, state.options.role, start_timeout_s=timeout_s)
+    if turnstile.role == "candidate":  # before the terminal reporter exists: straight to stderr
+        sys.stderr.write(f"llmeff: interleave: waiting for the baseline's first round in {turnstile.directory} "
+                         f"(going on alone if it has not started within {timeout_s:g} s)\n")
     try:
         turnstile.start()
     except InterleaveError as exc:
