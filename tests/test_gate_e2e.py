@@ -61,9 +61,10 @@ def test_a_real_regression_fails_the_test_itself_with_a_section(llmeff_pytester,
 def test_unchanged_code_passes_the_gate(llmeff_pytester):
     llmeff_pytester.makepyfile(test_s=SLOWABLE)
     _run(llmeff_pytester, "--llmeff-save=base").assert_outcomes(passed=1)
-    # a generous threshold: A/A must not fail here even on a loaded machine (gate quality is benchmarked
-    # separately, in benchmarks/gate_quality.py)
-    result = _run(llmeff_pytester, "--llmeff-compare", "--llmeff-compare-fail=throughput_tok_s:50%",
+    # a generous threshold: two unchanged sessions can differ by >40% about once in 100 on the 2-core dev VM
+    # (benchmarks/results/). This checks the plumbing of "unchanged passes"; gate quality is benchmarked
+    # separately, in benchmarks/gate_quality.py.
+    result = _run(llmeff_pytester, "--llmeff-compare", "--llmeff-compare-fail=throughput_tok_s:80%",
                   "--llmeff-json=cur.json")
     result.assert_outcomes(passed=1)
     data = json.loads((llmeff_pytester.path / "cur.json").read_text())
