@@ -225,8 +225,7 @@ class Turnstile:
         if self._wake_fd is not None:
             os.close(self._wake_fd)
             self._wake_fd = None
-        self.alone = True
-        self.alone_reason = self.alone_reason or "this side has finished"
+        self.alone = True  # alone_reason stays None unless the partner went away first
 
     # --- records -------------------------------------------------------------------------------------
     def publish(self, nodeid: str, name: str, record_json: str) -> None:

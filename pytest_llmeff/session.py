@@ -288,8 +288,7 @@ class LlmeffSession:
         lines = []
         if self.turnstile is not None:
             t = self.turnstile
-            alone = f"; went on alone: {t.alone_reason}" if t.alone_reason and t.alone_reason != \
-                "this side has finished" else ""
+            alone = f"; went on alone: {t.alone_reason}" if t.alone_reason else ""
             lines.append(f"interleaved as the {t.role} with {t.directory}: {t.turns} turns passed{alone}")
         if self.baseline_note:
             lines.append(self.baseline_note)

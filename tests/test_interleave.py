@@ -218,6 +218,7 @@ def test_lockstep_pair_passes_unchanged_code_with_a_paired_verdict(llmeff_pytest
         bench = data["benchmarks"][0]
         assert bench["interleaved"] is True and bench["rounds"] == 20  # the interleaved default
     assert b_json["interleave"]["role"] == "baseline" and c_json["interleave"]["turns"] >= 20
+    assert b_json["interleave"]["alone_reason"] is None and c_json["interleave"]["alone_reason"] is None
     verdict = c_json["benchmarks"][0]["verdicts"][0]
     assert verdict["test"] == "one-sided Wilcoxon signed-rank, paired rounds"
     assert verdict["status"] in ("ok", "near-miss", "improved")
