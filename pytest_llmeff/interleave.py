@@ -38,7 +38,7 @@ import re
 import select
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 ROLES = ("baseline", "candidate")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -84,9 +84,12 @@ class Turnstile:
     directory: shared by both processes. role: ``baseline`` or ``candidate``.
     start_timeout_s: how long to wait for a partner that has not started yet before going on alone.
     check_s: longest sleep of a waiting side between looks at the partner's liveness.
+    notify: called once with a line for humans when this side has waited ``notify_after_s`` for a partner that
+        has not started (a forgotten partner would otherwise look like a hang).
     """
 
-    def __init__(self, directory, role: str, start_timeout_s: float = 600.0, check_s: float = 0.1):
+    def __init__(self, directory, role: str, start_timeout_s: float = 600.0, check_s: float = 0.1,
+                 notify: Optional[Callable[[str], None]] = None, notify_after_s: float = 15.0):
         if role not in ROLES:
             raise InterleaveError(f"role {role!r} is not allowed; allowed: {', '.join(ROLES)}")
         self.directory = Path(directory)
@@ -99,6 +102,8 @@ class Turnstile:
         self.alone_reason: Optional[str] = None
         self.turns = 0  # turns passed to the partner
         self._started_s: Optional[float] = None
+        self._notify = notify
+        self._notify_after_s = notify_after_s
 
     # --- files -------------------------------------------------------------------------------------
     @property
@@ -154,6 +159,10 @@ class Turnstile:
             waited = time.monotonic() - (self._started_s or time.monotonic())
             if waited > self.start_timeout_s:
                 return f"the {self.partner} did not start within {self.start_timeout_s:g} s"
+            if self._notify is not None and waited > self._notify_after_s:
+                notify, self._notify = self._notify, None  # once
+                notify(f"interleave: the {self.role} has waited {waited:.0f} s for the {self.partner} to start "
+                       f"in {self.directory}; going on alone after {self.start_timeout_s:g} s")
             return None
         if state == "done":
             return f"the {self.partner} has finished"

@@ -6,6 +6,7 @@ transformers, bitsandbytes or accelerate, not even indirectly: heavy imports hap
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -143,10 +144,17 @@ def _start_interleave(config, state) -> None:
     except ValueError:
         raise pytest.UsageError(f"pytest-llmeff: {INTERLEAVE_TIMEOUT_ENV}={raw!r} is not allowed; give a number of "
                                 "seconds > 0") from None
-    turnstile = Turnstile(state.options.interleave, state.options.role, start_timeout_s=timeout_s)
-    if turnstile.role == "candidate":  # before the terminal reporter exists: straight to stderr
-        sys.stderr.write(f"llmeff: interleave: waiting for the baseline's first round in {turnstile.directory} "
-                         f"(going on alone if it has not started within {timeout_s:g} s)\n")
+    def tell(line: str) -> None:
+        """To the terminal's stderr at once, also from inside a test (output capture suspended)."""
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            sys.stderr.write(f"\nllmeff: {line}\n")
+            sys.stderr.flush()
+
+    turnstile = Turnstile(state.options.interleave, state.options.role, start_timeout_s=timeout_s, notify=tell)
+    if turnstile.role == "candidate":
+        tell(f"interleave: waiting for the baseline's first round in {turnstile.directory} (going on alone if "
+             f"it has not started within {timeout_s:g} s)")
     try:
         turnstile.start()
     except InterleaveError as exc:

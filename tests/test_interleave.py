@@ -66,6 +66,16 @@ def test_a_partner_that_never_starts_releases_the_other_side(tmp_path):
     t.finish()
 
 
+def test_a_long_wait_for_a_partner_is_said_once(tmp_path):
+    said = []
+    t = Turnstile(tmp_path / "pair", "baseline", start_timeout_s=0.6, notify=said.append, notify_after_s=0.2)
+    t.start()  # the baseline's turn at once
+    t.step()  # the candidate never comes
+    assert t.alone and len(said) == 1
+    assert "the baseline has waited" in said[0] and "for the candidate to start" in said[0]
+    assert "going on alone after 0.6 s" in said[0]
+
+
 def test_a_partner_that_died_releases_the_other_side(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -256,3 +266,21 @@ def test_the_lockstep_ci_example_runs_both_roles_in_one_job():
     script = next(s["run"] for s in steps if "lockstep" in s.get("name", ""))
     assert "--llmeff-role=baseline" in script and "--llmeff-role=candidate" in script
     assert script.count('--llmeff-interleave="$pair"') == 2 and "--llmeff-compare-fail=" in script
+
+
+@pytest.mark.slow
+def test_a_candidate_whose_baseline_never_comes_says_so_and_is_not_judged(llmeff_pytester, monkeypatch):
+    llmeff_pytester.makepyfile(test_speed=BENCH)
+    monkeypatch.setenv("LLMEFF_INTERLEAVE_TIMEOUT_S", "1")
+    result = llmeff_pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--llmeff-energy=off", "--llmeff-rounds=3",
+        f"--llmeff-interleave={llmeff_pytester.path / 'pair'}", "--llmeff-role=candidate",
+        "--llmeff-compare-fail=throughput_tok_s:5%", "--llmeff-json=cand.json")
+    assert result.ret == 0
+    result.stderr.fnmatch_lines(["*llmeff: interleave: waiting for the baseline's first round in *pair*"
+                                 "(going on alone if it has not started within 1 s)*"])
+    result.stdout.fnmatch_lines(["*interleaved as the candidate with *pair: 0 turns passed; went on alone: the "
+                                 "baseline did not start within 1 s*"])
+    bench = json.loads((llmeff_pytester.path / "cand.json").read_text())["benchmarks"][0]
+    assert bench["interleaved"] is False and bench["verdicts"] == []
+    assert any("the interleave baseline has no record of this benchmark" in w for w in bench["warnings"])
