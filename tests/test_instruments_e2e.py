@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -91,14 +92,18 @@ def test_off_records_no_energy(llmeff_pytester, run_with_json):
     assert bench["energy"]["method"].startswith("off") and bench["energy"]["estimated"] is True
 
 
-def test_forced_rapl_reads_the_counters_exactly_not_estimated(llmeff_pytester, run_with_json, tmp_path):
+def test_forced_rapl_reads_the_counters_exactly_not_estimated(llmeff_pytester, tmp_path):
     counter = _fake_powercap(tmp_path / "powercap")
     llmeff_pytester.makepyfile(test_e=BENCH)
+    out = llmeff_pytester.path / "out.json"
+    # the session runs in a subprocess: in-process, the ticker thread waits for the GIL behind generate (up to
+    # Python's 5 ms switch interval), so the fake counter would lag by up to 0.1 J at 20 W
     with _Ticker(counter, watts=20.0):
-        result, data = run_with_json(llmeff_pytester, "--llmeff-energy=rapl",
-                                     f"--llmeff-powercap-root={tmp_path / 'powercap'}", "--llmeff-idle-s=0.3")
+        result = llmeff_pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llmeff-energy=rapl",
+                                                      f"--llmeff-powercap-root={tmp_path / 'powercap'}",
+                                                      "--llmeff-idle-s=0.3", f"--llmeff-json={out}")
     result.assert_outcomes(passed=1)
-    bench = data["benchmarks"][0]
+    bench = json.loads(out.read_text())["benchmarks"][0]
     assert bench["energy"]["estimated"] is False and bench["energy"]["method"].startswith("rapl:")
     m = bench["metrics"]
     # the fake package draws 20 W: energy per generate = 20 W x its window (within the ticker's 0.5 ms steps)
