@@ -38,6 +38,7 @@ def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
     from tabulate import tabulate
 
     from pytest_llmeff.gate import GateConfigError, compare, compare_paired, parse_thresholds
+    from pytest_llmeff.interleave import rounds_pair
     from pytest_llmeff.storage import StorageError, load_run, match_benchmarks, mismatch_warnings
 
     try:
@@ -55,9 +56,9 @@ def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
         for metric, threshold in thresholds.items():
             if metric not in old.metrics or metric not in new.metrics:
                 continue
-            a, b = old.metrics[metric].samples, new.metrics[metric].samples
-            paired = lockstep and old.interleaved and new.interleaved and len(a) == len(b)
-            v = (compare_paired if paired else compare)(metric, a, b, threshold, alpha=alpha)
+            paired = lockstep and rounds_pair(old, new)
+            v = (compare_paired if paired else compare)(metric, old.metrics[metric].samples,
+                                                        new.metrics[metric].samples, threshold, alpha=alpha)
             regressed += v.status == "regressed"
             rows.append([new.nodeid, metric, f"{v.baseline_median:.4g}", f"{v.current_median:.4g}",
                          "n/a" if v.change is None else f"{v.change:+.1%}", v.threshold,

@@ -17,6 +17,7 @@ DEFAULT_WARMUP = 1
 DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: enough pairs for a paired test at alpha 0.01 (see README)
 DEFAULT_STORAGE = ".llmeff"
 CACHE_ENV = "LLMEFF_CACHE_DIR"
+INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
 
 # (option, ini name, ini type, help, argparse extras)
 _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
@@ -135,6 +136,7 @@ class LlmeffConfig:
     benchmark_json: Optional[Path] = None
     interleave: Optional[Path] = None
     role: Optional[str] = None
+    interleave_timeout_s: float = 600.0
 
     def rounds_for(self, marker_rounds: Optional[int]) -> int:
         for v in (self.rounds, marker_rounds, self.ini_rounds):
@@ -233,6 +235,8 @@ def resolve(pytest_config) -> LlmeffConfig:
     if role is not None and not interleave:
         raise UsageProblem(f"--llmeff-role={role} needs --llmeff-interleave=DIR, a directory shared with the "
                            "other side")
+    timeout_s = _float_value(INTERLEAVE_TIMEOUT_ENV, os.environ.get(INTERLEAVE_TIMEOUT_ENV), minimum=0.0,
+                             strict=True)
     if role == "candidate" and compare:
         raise UsageProblem("--llmeff-compare cannot be combined with --llmeff-role=candidate: the candidate's "
                            "baseline is its interleave partner")
@@ -261,4 +265,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         csv=Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,
         benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
         interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
+        interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
     )

@@ -78,6 +78,13 @@ def record_file_name(nodeid: str, name: str) -> str:
     return f"{readable}-{digest}.json"
 
 
+def rounds_pair(base, current) -> bool:
+    """Whether two benchmark records' rounds pair up one to one: both interleaved throughout (with a lockstep
+    partner) and with the same number of rounds. ``base``/``current``: ``results.BenchmarkRecord``."""
+    return bool(base.interleaved and current.interleaved
+                and len(base.metrics["latency_s"].samples) == len(current.metrics["latency_s"].samples))
+
+
 class Turnstile:
     """One side of a lockstep pair. ``start()`` once, ``step()`` after each timed round, ``finish()`` at the end.
 

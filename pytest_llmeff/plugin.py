@@ -7,7 +7,6 @@ transformers, bitsandbytes or accelerate, not even indirectly: heavy imports hap
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -22,7 +21,6 @@ __all__ = ["energy_tracker", "flops_counter", "llm_benchmark", "llm_model", "llm
 
 _BENCH_FIXTURES = ("llm_benchmark", "llm_model", "llmeff_variant")
 MACHINE_KEY = pytest.StashKey[dict]()
-INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
 
 
 def pytest_addhooks(pluginmanager):
@@ -40,18 +38,20 @@ def _is_worker(config) -> bool:
 
 
 def _progress_writer(config):
+    """A line for the terminal at once, also from inside a test (output capture suspended); before the terminal
+    reporter exists (at configure time), to stderr."""
+
     def write(message: str) -> None:
         if _is_worker(config):
             return
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None:
-            return
         capture = config.pluginmanager.get_plugin("capturemanager")
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if reporter is not None:
                 reporter.write_line(f"llmeff: {message}")
-        else:
-            reporter.write_line(f"llmeff: {message}")
+            else:
+                sys.stderr.write(f"llmeff: {message}\n")
+                sys.stderr.flush()
 
     return write
 
@@ -136,25 +136,12 @@ def _start_interleave(config, state) -> None:
     if _is_worker(config) or config.getoption("numprocesses", None):
         raise pytest.UsageError("pytest-llmeff: --llmeff-interleave takes turns between two single processes; "
                                 "run it without pytest-xdist's -n")
-    raw = os.environ.get(INTERLEAVE_TIMEOUT_ENV, "600")
-    try:
-        timeout_s = float(raw)
-        if not timeout_s > 0:
-            raise ValueError
-    except ValueError:
-        raise pytest.UsageError(f"pytest-llmeff: {INTERLEAVE_TIMEOUT_ENV}={raw!r} is not allowed; give a number of "
-                                "seconds > 0") from None
-    def tell(line: str) -> None:
-        """To the terminal's stderr at once, also from inside a test (output capture suspended)."""
-        capture = config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-            sys.stderr.write(f"\nllmeff: {line}\n")
-            sys.stderr.flush()
-
-    turnstile = Turnstile(state.options.interleave, state.options.role, start_timeout_s=timeout_s, notify=tell)
+    timeout_s = state.options.interleave_timeout_s
+    turnstile = Turnstile(state.options.interleave, state.options.role, start_timeout_s=timeout_s,
+                          notify=state.progress)
     if turnstile.role == "candidate":
-        tell(f"interleave: waiting for the baseline's first round in {turnstile.directory} (going on alone if "
-             f"it has not started within {timeout_s:g} s)")
+        state.progress(f"interleave: waiting for the baseline's first round in {turnstile.directory} (going on "
+                       f"alone if it has not started within {timeout_s:g} s)")
     try:
         turnstile.start()
     except InterleaveError as exc:

@@ -172,6 +172,7 @@ class LlmeffSession:
             if self.baseline is None:
                 return None, False
             return self.baseline_index.get((record.nodeid, record.name)), False
+        from pytest_llmeff.interleave import rounds_pair
         from pytest_llmeff.results import BenchmarkRecord
 
         text = turnstile.partner_record(record.nodeid, record.name)
@@ -180,8 +181,7 @@ class LlmeffSession:
                                    f"({turnstile.alone_reason or 'not published'}): not compared")
             return None, False
         base = BenchmarkRecord.model_validate_json(text)
-        paired = base.interleaved and record.interleaved and len(base.metrics["latency_s"].samples) == \
-            len(record.metrics["latency_s"].samples)
+        paired = rounds_pair(base, record)
         if not paired:
             record.warnings.append("rounds were not interleaved with the baseline's throughout (a side went on "
                                    "alone, or the round counts differ): compared as two runs (Mann-Whitney U)")

@@ -40,6 +40,37 @@ def llmeff_pytester(pytester, tiny_cache, monkeypatch):
     return pytester
 
 
+SLOWABLE_TEMPLATE = """
+import os, time, pytest
+
+@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=6, warmup=1, quality=False{extra})
+def test_speed(llm_benchmark, llm_model):
+    factor = float(os.environ.get("LLMEFF_TEST_SLOWDOWN", "0"))
+    if factor:
+        original = llm_model.generate_ids
+        def slow(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            end = time.perf_counter() + (time.perf_counter() - t0) * factor
+            while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
+                pass
+            return out
+        llm_model.generate_ids = slow
+    llm_benchmark()
+"""
+
+
+@pytest.fixture
+def slowable_source():
+    """The source of one tiny benchmark test that env LLMEFF_TEST_SLOWDOWN=F slows by a factor 1+F (busy-wait
+    after each generate): ``slowable_source(rounds=5)``; no rounds leaves the plugin's default."""
+
+    def make(rounds=None) -> str:
+        return SLOWABLE_TEMPLATE.format(extra="" if rounds is None else f", rounds={rounds}")
+
+    return make
+
+
 def run_json(pytester, *args):
     """Run pytest in-process with reporting to a known JSON path; return (result, parsed JSON or None)."""
     import json

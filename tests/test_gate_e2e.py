@@ -6,32 +6,12 @@ import json
 
 import pytest
 
-SLOWABLE = """
-import os, time, pytest
-
-@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=6, rounds=5, warmup=1, quality=False)
-def test_speed(llm_benchmark, llm_model):
-    factor = float(os.environ.get("LLMEFF_TEST_SLOWDOWN", "0"))
-    if factor:
-        original = llm_model.generate_ids
-        def slow(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = original(*args, **kwargs)
-            end = time.perf_counter() + (time.perf_counter() - t0) * factor
-            while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
-                pass
-            return out
-        llm_model.generate_ids = slow
-    llm_benchmark()
-"""
-
-
 def _run(pytester, *args):
     return pytester.runpytest_inprocess("-p", "no:cacheprovider", "--llmeff-energy=off", *args)
 
 
-def test_a_real_regression_fails_the_test_itself_with_a_section(llmeff_pytester, monkeypatch):
-    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+def test_a_real_regression_fails_the_test_itself_with_a_section(llmeff_pytester, monkeypatch, slowable_source):
+    llmeff_pytester.makepyfile(test_s=slowable_source(rounds=5))
     result = _run(llmeff_pytester, "--llmeff-save=base")
     result.assert_outcomes(passed=1)
     stored = list((llmeff_pytester.path / ".llmeff").glob("*/base.json"))
@@ -58,8 +38,8 @@ def test_a_real_regression_fails_the_test_itself_with_a_section(llmeff_pytester,
     assert 'name="llmeff_tiny-random-llama-fp32-b1_throughput_tok_s"' in junit
 
 
-def test_unchanged_code_passes_the_gate(llmeff_pytester):
-    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+def test_unchanged_code_passes_the_gate(llmeff_pytester, slowable_source):
+    llmeff_pytester.makepyfile(test_s=slowable_source(rounds=5))
     _run(llmeff_pytester, "--llmeff-save=base").assert_outcomes(passed=1)
     # a generous threshold: two unchanged sessions can differ by >40% about once in 100 on the 2-core dev VM
     # (benchmarks/results/). This checks the plumbing of "unchanged passes"; gate quality is benchmarked
@@ -85,19 +65,19 @@ def test_absolute_limits_apply_without_a_baseline(llmeff_pytester):
     assert "peak_mem_bytes: median" not in result.stdout.str()
 
 
-def test_first_run_without_stored_baseline_is_a_note(llmeff_pytester):
-    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+def test_first_run_without_stored_baseline_is_a_note(llmeff_pytester, slowable_source):
+    llmeff_pytester.makepyfile(test_s=slowable_source(rounds=5))
     result = _run(llmeff_pytester, "--llmeff-compare", "--llmeff-compare-fail=throughput_tok_s:5%")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["llmeff: no stored run in * to compare with yet"])
 
 
-def test_autosave_and_ci_outputs(llmeff_pytester, monkeypatch):
+def test_autosave_and_ci_outputs(llmeff_pytester, monkeypatch, slowable_source):
     pb = pytest.importorskip("pytest_benchmark")
     assert pb
     summary = llmeff_pytester.path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    llmeff_pytester.makepyfile(test_s=SLOWABLE)
+    llmeff_pytester.makepyfile(test_s=slowable_source(rounds=5))
     result = _run(llmeff_pytester, "--llmeff-autosave", "--llmeff-markdown=r.md", "--llmeff-csv=r.csv",
                   "--llmeff-benchmark-json=pb.json")
     result.assert_outcomes(passed=1)

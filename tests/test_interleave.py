@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -177,30 +176,18 @@ def test_bad_interleave_options_are_usage_errors(llmeff_pytester, args, message)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+def test_bad_interleave_timeout_is_a_usage_error(llmeff_pytester, monkeypatch):
+    llmeff_pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    monkeypatch.setenv("LLMEFF_INTERLEAVE_TIMEOUT_S", "soon")
+    result = llmeff_pytester.runpytest_subprocess("--llmeff-interleave=pair", "--llmeff-role=candidate")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*LLMEFF_INTERLEAVE_TIMEOUT_S='soon' is not a number; give a number > 0*"])
+
+
 # --- two real pytest runs in lockstep ----------------------------------------------------------------------
-BENCH = textwrap.dedent("""
-    import os, time, pytest
-
-    @pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=6, warmup=1, quality=False)
-    def test_speed(llm_benchmark, llm_model):
-        factor = float(os.environ.get("LLMEFF_TEST_SLOWDOWN", "0"))
-        if factor:
-            original = llm_model.generate_ids
-            def slow(*args, **kwargs):
-                t0 = time.perf_counter()
-                out = original(*args, **kwargs)
-                end = time.perf_counter() + (time.perf_counter() - t0) * factor
-                while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
-                    pass
-                return out
-            llm_model.generate_ids = slow
-        llm_benchmark()
-""")
-
-
-def _pair(pytester, candidate_slowdown: float, *args: str):
+def _pair(pytester, source: str, candidate_slowdown: float, *args: str):
     """Run baseline and candidate pytest sessions at once in lockstep; return their (rc, output, json)."""
-    pytester.makepyfile(test_speed=BENCH)
+    pytester.makepyfile(test_speed=source)
     common = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llmeff-energy=off",
               f"--llmeff-interleave={pytester.path / 'pair'}", "test_speed.py", *args]
     procs = {}
@@ -219,8 +206,8 @@ def _pair(pytester, candidate_slowdown: float, *args: str):
 
 
 @pytest.mark.slow
-def test_lockstep_pair_passes_unchanged_code_with_a_paired_verdict(llmeff_pytester):
-    out = _pair(llmeff_pytester, candidate_slowdown=0)
+def test_lockstep_pair_passes_unchanged_code_with_a_paired_verdict(llmeff_pytester, slowable_source):
+    out = _pair(llmeff_pytester, slowable_source(), candidate_slowdown=0)
     (b_rc, b_text, b_json), (c_rc, c_text, c_json) = out["baseline"], out["candidate"]
     assert b_rc == 0, b_text
     assert c_rc == 0, c_text
@@ -237,8 +224,8 @@ def test_lockstep_pair_passes_unchanged_code_with_a_paired_verdict(llmeff_pytest
 
 
 @pytest.mark.slow
-def test_lockstep_pair_fails_the_slowed_candidate(llmeff_pytester, capsys):
-    out = _pair(llmeff_pytester, 1.0, "--llmeff-rounds=8")  # 2x slower; 8 pairs reach p = 1/256
+def test_lockstep_pair_fails_the_slowed_candidate(llmeff_pytester, slowable_source, capsys):
+    out = _pair(llmeff_pytester, slowable_source(), 1.0, "--llmeff-rounds=8")  # 2x slower; 8 pairs reach p = 1/256
     (b_rc, b_text, _), (c_rc, c_text, c_json) = out["baseline"], out["candidate"]
     assert b_rc == 0, b_text
     assert c_rc == 1, c_text
@@ -269,8 +256,9 @@ def test_the_lockstep_ci_example_runs_both_roles_in_one_job():
 
 
 @pytest.mark.slow
-def test_a_candidate_whose_baseline_never_comes_says_so_and_is_not_judged(llmeff_pytester, monkeypatch):
-    llmeff_pytester.makepyfile(test_speed=BENCH)
+def test_a_candidate_whose_baseline_never_comes_says_so_and_is_not_judged(llmeff_pytester, slowable_source,
+                                                                         monkeypatch):
+    llmeff_pytester.makepyfile(test_speed=slowable_source())
     monkeypatch.setenv("LLMEFF_INTERLEAVE_TIMEOUT_S", "1")
     result = llmeff_pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--llmeff-energy=off", "--llmeff-rounds=3",
