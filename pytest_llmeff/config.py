@@ -6,6 +6,8 @@ precedence is CLI > ini > default. For rounds/warmup the order is CLI > marker >
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import UsageProblem  # noqa: F401  (its old home; defined in errors.py)
+
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -95,8 +97,6 @@ def add_options(parser) -> None:
         parser.addini(ini, help=help_, type=ini_type, default=None)
 
 
-class UsageProblem(ValueError):
-    """A bad option or ini value; the message names it and what is allowed."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ but noisy change, or a significant but small one, is a ``near-miss``, never a fa
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import GateConfigError  # noqa: F401  (its old home; defined in errors.py)
+
 import math
 import re
 import statistics
@@ -54,8 +56,6 @@ _NUMBER_AND_UNIT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(
 _LIMIT = re.compile(r"^(>=|<=|>|<)\s*(.+)$")
 
 
-class GateConfigError(ValueError):
-    """A threshold or limit that cannot be used; the message is one line naming the bad piece and what is allowed."""
 
 
 @dataclass(frozen=True)

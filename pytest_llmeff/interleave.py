@@ -31,6 +31,8 @@ node id and name, with the same number of samples.
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import InterleaveError  # noqa: F401  (its old home; defined in errors.py)
+
 import errno
 import hashlib
 import os
@@ -44,8 +46,6 @@ ROLES = ("baseline", "candidate")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class InterleaveError(RuntimeError):
-    """The interleave directory cannot be used; the message says which path and why."""
 
 
 def _write_atomic(path: Path, text: str) -> None:

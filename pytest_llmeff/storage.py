@@ -7,6 +7,8 @@ Pure logic, no pytest hooks.
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import StorageError  # noqa: F401  (its old home; defined in errors.py)
+
 import datetime as _dt
 import hashlib
 import json
@@ -27,8 +29,6 @@ _SCHEMA_VERSION = re.compile(r"^pytest-llmeff/(\d+)$")
 _LISTED = 10  # how many names an error message lists before "... and N more"
 
 
-class StorageError(ValueError):
-    """A baseline that cannot be saved, found or read; the message is one line naming it."""
 
 
 def _machine_dict(machine: Any) -> Mapping[str, Any]:

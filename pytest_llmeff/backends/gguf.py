@@ -7,6 +7,8 @@ config, and save that with its tokenizer. Later sessions load the safetensors co
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import ModelSourceError  # noqa: F401  (its old home; defined in errors.py)
+
 import hashlib
 import json
 import os
@@ -20,8 +22,6 @@ CACHE_FORMAT = 1
 _MARKER_FILE = "llmeff-source.json"
 
 
-class ModelSourceError(RuntimeError):
-    """A model that cannot be loaded; the message names it and the reason."""
 
 
 def ensure_writable_dir(directory: Path) -> None:

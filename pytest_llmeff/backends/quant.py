@@ -3,6 +3,8 @@ cannot run here), the ``from_pretrained`` quantization config, and post-load qua
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import VariantUnsupported  # noqa: F401  (its old home; defined in errors.py)
+
 import contextlib
 import importlib.util
 import logging
@@ -15,8 +17,6 @@ FP8_MIN_CAPABILITY = (8, 9)
 BF16_MIN_CAPABILITY = (8, 0)
 
 
-class VariantUnsupported(RuntimeError):
-    """The variant is valid but cannot run on this machine or with the installed libraries (a skip)."""
 
 
 def _cuda_capability(device: str) -> Optional[tuple[int, int]]:

@@ -5,14 +5,14 @@ co2_g = energy_j / 3.6e6 (kWh) x intensity (g CO2-eq per kWh) of the chosen coun
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import UnknownCountry  # noqa: F401  (its old home; defined in errors.py)
+
 import difflib
 from functools import lru_cache
 
 J_PER_KWH = 3.6e6
 
 
-class UnknownCountry(ValueError):
-    """A country code CodeCarbon's data does not know; the message lists close ones."""
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,8 @@ Every meter has ``begin() -> start``, ``end(start) -> Measurement``, ``method``,
 
 from __future__ import annotations
 
+from pytest_llmeff.errors import MeterUnavailable  # noqa: F401  (its old home; defined in errors.py)
+
 import time
 from typing import Optional
 
@@ -17,8 +19,6 @@ BACKENDS = ("auto", "nvml", "rapl", "codecarbon", "off")
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 
 
-class MeterUnavailable(RuntimeError):
-    """The requested energy backend cannot be read here; the message says why."""
 
 
 class OffMeter:
