@@ -17,7 +17,9 @@ from dataclasses import dataclass
 DEFAULT_ROUNDS = 5
 DEFAULT_WARMUP = 1
 DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: enough pairs for a paired test at alpha 0.01 (see README)
-DEFAULT_STORAGE = ".llmeff"
+LLMEFF_DIR = ".llmeff"  # everything the plugin writes by default lives under this folder
+DEFAULT_STORAGE = ".llmeff/baselines"  # stored runs, one folder per machine fingerprint
+DEFAULT_RESULTS_DIR = ".llmeff/runs"  # the per-session results files (never a stored baseline)
 CACHE_ENV = "LLMEFF_CACHE_DIR"
 INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
 
@@ -26,7 +28,7 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
     ("--llmeff-report", "llmeff_report", "bool",
      "print the comparison table and write the JSON results file", {"action": "store_true"}),
     ("--llmeff-json", "llmeff_json", "string",
-     "path of the JSON results file (default when reporting: .llmeff/runs/<UTC stamp>_<id>.json)",
+     f"path of the JSON results file (default when reporting: {DEFAULT_RESULTS_DIR}/<UTC stamp>_<pid>_<id>.json)",
      {"metavar": "PATH"}),
     ("--llmeff-rounds", "llmeff_rounds", "string",
      f"timed rounds per benchmark (default {DEFAULT_ROUNDS}); overrides the marker", {"metavar": "N"}),

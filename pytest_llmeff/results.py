@@ -41,7 +41,7 @@ class Metric(BaseModel):
 
     unit: str
     direction: Literal["higher", "lower", "none"]
-    samples: list[float]
+    samples: list[float] = Field(min_length=1)
     n: int
     mean: float
     median: float
@@ -239,6 +239,12 @@ class Run(BaseModel):
     interleave: Optional[dict[str, Any]] = None  # lockstep A/B: dir, role, turns passed, why it went on alone
     loads: list[LoadEvent] = Field(default_factory=list)
     benchmarks: list[BenchmarkRecord] = Field(default_factory=list)
+    # how the session ended: a run that did not finish every benchmark test it collected is never stored as a
+    # baseline over a complete one (see report/outputs.py)
+    interrupted: bool = False  # Ctrl-C or SIGTERM ended the session
+    complete: bool = True  # every collected benchmark test ran to its end
+    stop_reason: Optional[str] = None  # why it ended early, e.g. "interrupted (SIGTERM)", "stopped early (-x)"
+    unfinished: list[str] = Field(default_factory=list)  # node ids of benchmark tests that did not run to the end
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
