@@ -12,12 +12,13 @@ from pytest_llmeff.errors import StorageError  # noqa: F401  (its old home; defi
 import datetime as _dt
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from pytest_llmeff.results import SCHEMA_ID, BenchmarkRecord, Run, read_run, write_run
+from pytest_llmeff.results import BenchmarkRecord, Run, read_run, shown_path, write_run
 from pytest_llmeff.variants import sanitize_id
 
 # Versions whose change can move the numbers by itself; a baseline from other versions gets a warning.
@@ -25,7 +26,7 @@ COMPARED_VERSIONS: tuple[str, ...] = ("python", "torch", "transformers", "bitsan
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 _COUNTER = re.compile(r"^(\d{4,})_")
-_SCHEMA_VERSION = re.compile(r"^pytest-llmeff/(\d+)$")
+_RESERVATION = re.compile(r"^\.(\d{4,})\.reserved$")
 _LISTED = 10  # how many names an error message lists before "... and N more"
 
 
@@ -94,6 +95,13 @@ def _stamp(started_at: str) -> str:
     return when.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _json_files(folder: Path) -> list[Path]:
+    """The run files directly in ``folder`` (hidden names, such as temp files and reservations, skipped)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.glob("*.json") if p.is_file() and not p.name.startswith(".")]
+
+
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:_LISTED])
     return shown + (f" ... and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
@@ -116,9 +124,7 @@ class Storage:
     def runs(self, fingerprint: Optional[str] = None) -> list[Path]:
         """Stored run files of one fingerprint (every fingerprint when None), oldest first."""
         folders = [self.folder(fingerprint)] if fingerprint else self._folders()
-        files = [p for d in folders if d.is_dir() for p in d.glob("*.json")
-                 if p.is_file() and not p.name.startswith(".")]
-        return sorted(files, key=_age_key)
+        return sorted((p for d in folders for p in _json_files(d)), key=_age_key)
 
     def _folders(self) -> list[Path]:
         if not self.root.is_dir():
@@ -126,17 +132,73 @@ class Storage:
         return sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
     def save(self, run: Run, name: str) -> Path:
-        """Write ``run`` atomically as ``<root>/<fingerprint of run.machine>/<name>.json`` (replacing one of that name)."""
+        """Write ``run`` atomically as ``<root>/<fingerprint of run.machine>/<name>.json`` (replacing one of that name).
+
+        StorageError (one line) for a bad name or a file that cannot be written."""
         stem = check_name(name)
-        return write_run(run, self.folder(machine_fingerprint(run.machine)) / f"{stem}.json")
+        return self._write(run, self.folder(machine_fingerprint(run.machine)) / f"{stem}.json")
+
+    @staticmethod
+    def _write(run: Run, path: Path) -> Path:
+        try:
+            return write_run(run, path)
+        except OSError as exc:
+            raise StorageError(f"{shown_path(path)}: cannot be written ({exc.strerror or exc})") from None
+
+    def _next_counter(self, folder: Path) -> int:
+        """One more than the highest counter among the runs stored in ``folder`` and the counters reserved there."""
+        used = [c for c in (_counter(p) for p in _json_files(folder)) if c is not None]
+        try:
+            used += [int(m.group(1)) for m in (_RESERVATION.match(e.name) for e in os.scandir(folder)) if m]
+        except FileNotFoundError:
+            pass
+        return max(used, default=0) + 1
+
+    def _autosave_stem(self, run: Run, counter: int) -> str:
+        commit = sanitize_id(run.commit.id[:8]) if run.commit.id else "nocommit"
+        return f"{counter:04d}_{commit}_{_stamp(run.started_at)}"
 
     def autosave_name(self, run: Run) -> str:
         """``<counter>_<commit8 or nocommit>_<YYYYmmddTHHMMSSZ>``: counter is the next 4-digit number among the
-        runs stored for ``run``'s fingerprint; the stamp is ``run.started_at`` in UTC."""
-        existing = [c for c in (_counter(p) for p in self.runs(machine_fingerprint(run.machine))) if c is not None]
-        counter = max(existing, default=0) + 1
-        commit = sanitize_id(run.commit.id[:8]) if run.commit.id else "nocommit"
-        return f"{counter:04d}_{commit}_{_stamp(run.started_at)}"
+        runs stored (and counters reserved) for ``run``'s fingerprint; the stamp is ``run.started_at`` in UTC.
+
+        Only a name: two sessions that ask at once get the same one. ``autosave`` reserves the counter too."""
+        folder = self.folder(machine_fingerprint(run.machine))
+        return self._autosave_stem(run, self._next_counter(folder))
+
+    def autosave(self, run: Run) -> Path:
+        """Store ``run`` under the next autosave name (see ``autosave_name``), unique among concurrent sessions.
+
+        The counter is reserved by creating ``.<counter>.reserved`` in the fingerprint folder exclusively
+        (``O_CREAT | O_EXCL``; a session that loses the race takes the next number), the run is written atomically,
+        then the reservation is removed. A reservation left by a crashed session only skips its number."""
+        folder = self.folder(machine_fingerprint(run.machine))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{shown_path(folder)}: cannot be created ({exc.strerror or exc})") from None
+        counter = self._next_counter(folder)
+        while True:
+            reservation = folder / f".{counter:04d}.reserved"
+            try:
+                os.close(os.open(reservation, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                counter += 1
+                continue
+            except OSError as exc:
+                raise StorageError(f"{shown_path(reservation)}: cannot be created ({exc.strerror or exc})") from None
+            try:
+                # a session that listed before us may have finished and dropped its reservation of this very
+                # number since: its run file is visible now, so look again
+                if any(_counter(p) == counter for p in _json_files(folder)):
+                    counter = self._next_counter(folder)
+                    continue
+                return self._write(run, folder / f"{self._autosave_stem(run, counter)}.json")
+            finally:
+                try:
+                    reservation.unlink()
+                except FileNotFoundError:
+                    pass
 
     def latest(self, fingerprint: Optional[str] = None) -> Optional[Path]:
         """The newest stored run (highest counter prefix, then mtime) of ``fingerprint`` (default: the current
@@ -184,46 +246,9 @@ class Storage:
 
 
 def load_run(path: Path) -> Run:
-    """Read a run file; StorageError with one line for a missing, empty, truncated, non-JSON, other-schema or
-    invalid file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise StorageError(f"{path}: no such results file") from None
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if not raw.strip():
-        raise StorageError(f"{path}: the file is empty ({len(raw)} bytes); not a results file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise StorageError(f"{path}: not UTF-8 text; not a results file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        body = text.strip()
-        unclosed = body.startswith(("{", "[")) and not body.endswith(("}", "]"))
-        if exc.pos >= len(text.rstrip()) or unclosed or exc.msg.startswith("Unterminated string"):
-            raise StorageError(f"{path}: the JSON ends early at line {exc.lineno} (truncated file?)") from None
-        raise StorageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
-    version = _SCHEMA_VERSION.match(schema) if isinstance(schema, str) else None
-    supported = int(_SCHEMA_VERSION.match(SCHEMA_ID).group(1))  # type: ignore[union-attr]
-    if version and int(version.group(1)) > supported:
-        raise StorageError(f"{path}: schema {schema!r} is newer than this pytest-llmeff reads ({SCHEMA_ID!r}); "
-                           "upgrade pytest-llmeff to read it")
-    try:
-        return read_run(path)
-    except ValueError as exc:
-        errors = getattr(exc, "errors", None)
-        if callable(errors):  # pydantic ValidationError: keep the first problem on one line
-            problems = errors()
-            first = problems[0] if problems else {}
-            loc = ".".join(str(part) for part in first.get("loc", ()))
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise StorageError(f"{path}: not a valid {SCHEMA_ID} run: {loc}: {first.get('msg', exc)}{more}") from None
-        raise StorageError(str(exc).splitlines()[0]) from None
+    """Read a run file: ``results.read_run`` (the one reader; StorageError with one line for anything that is not
+    a readable run). Kept under this name for the code that imports it from here."""
+    return read_run(path)
 
 
 def _function_stem(nodeid: str) -> str:

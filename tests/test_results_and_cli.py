@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pytest_llmeff import cli
+from pytest_llmeff.errors import StorageError
 from pytest_llmeff.metrics import BUILTIN_METRICS, METRICS
 from pytest_llmeff.report.terminal import render
 from pytest_llmeff.results import (SCHEMA_FILE, BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord,
@@ -67,13 +68,16 @@ def test_write_read_roundtrip_and_bad_files(tmp_path):
     path = write_run(run, tmp_path / "deep" / "run.json")
     assert read_run(path) == run
     assert json.loads(path.read_text())["schema"] == "pytest-llmeff/1"
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+    (tmp_path / "bad.json").write_text("{not json}")
+    with pytest.raises(StorageError, match="bad.json: not valid JSON"):
         read_run(tmp_path / "bad.json")
     (tmp_path / "future.json").write_text(json.dumps({"schema": "pytest-llmeff/9"}))
-    with pytest.raises(ValueError, match="schema 'pytest-llmeff/9' is not supported; this version reads"):
+    with pytest.raises(StorageError, match="schema 'pytest-llmeff/9' is newer than this pytest-llmeff reads"):
         read_run(tmp_path / "future.json")
-    with pytest.raises(ValueError, match="no such results file"):
+    (tmp_path / "other.json").write_text(json.dumps({"schema": "pytest-benchmark/4"}))
+    with pytest.raises(StorageError, match="schema 'pytest-benchmark/4' is not supported; this version reads"):
+        read_run(tmp_path / "other.json")
+    with pytest.raises(StorageError, match="no such results file"):
         read_run(tmp_path / "missing.json")
 
 
