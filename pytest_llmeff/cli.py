@@ -1,20 +1,67 @@
 """``llmeff``: the command line over stored results.
 
     llmeff show RUN.json [RUN.json ...]   print the comparison table of stored runs
-    llmeff list [DIR]                     list the run files under DIR (default .llmeff/runs)
+    llmeff list [DIR]                     list the run files under DIR, recursively (default: the per-session
+                                          results in .llmeff/runs and the stored baselines in .llmeff/baselines)
     llmeff compare BASE CURRENT [--fail SPEC] [--alpha P]
                                           verdicts of CURRENT against BASE (exit 1 on a regression)
     llmeff schema [--write]               print (or rewrite the shipped copy of) the JSON Schema
+
+Exit status: 0 done, 1 a regression (compare) or nothing to list (list), 2 a usage error: a bad option value or
+a file that is missing, empty, binary, truncated, malformed or not a run. A usage error is ONE line on stderr,
+``llmeff: error: <what>: <problem>``, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn, Optional
 
-from pytest_llmeff.config import DEFAULT_STORAGE
-from pytest_llmeff.results import SCHEMA_FILE, atomic_write_text, read_run, schema_text
+from pytest_llmeff.config import DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
+from pytest_llmeff.errors import LlmeffError, StorageError
+from pytest_llmeff.results import SCHEMA_FILE, atomic_write_text, read_run, schema_text, shown_path
+
+PROG = "llmeff"
+DEFAULT_FAIL = "throughput_tok_s:5%,ttft_s:10%"
+
+
+def _error(message: str) -> None:
+    """A usage error as one line on stderr (the caller exits 2)."""
+    print(f"{PROG}: error: {' '.join(str(message).splitlines())}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``llmeff: error: ...``, exit 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        _error(message)
+        self.exit(2)
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; give a probability between 0 and 1, "
+                                         "exclusive (e.g. 0.01)")
+    return value
+
+
+def _thresholds(text: str):
+    from pytest_llmeff.gate import GateConfigError, parse_thresholds
+
+    try:
+        thresholds = parse_thresholds(text)
+    except GateConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not thresholds:
+        raise argparse.ArgumentTypeError(f"{text!r} gives no threshold; e.g. --fail {DEFAULT_FAIL}")
+    return thresholds
 
 
 def _show(paths: list[str]) -> int:
@@ -24,41 +71,45 @@ def _show(paths: list[str]) -> int:
     for p in paths:
         try:
             run = read_run(Path(p))
-        except ValueError as exc:
-            print(f"llmeff: {exc}", file=sys.stderr)
+        except StorageError as exc:
+            hint = f" (llmeff list {shown_path(p)} lists the run files in it)" if Path(p).is_dir() else ""
+            _error(f"{exc}{hint}")
             status = 2
             continue
-        print(f"{p}: {run.started_at} .. {run.finished_at}, commit {run.commit.id} "
+        print(f"{shown_path(p)}: {run.started_at} .. {run.finished_at}, commit {run.commit.id} "
               f"{'(dirty)' if run.commit.dirty else ''}, {run.machine.cpu}")
         print(render(run.benchmarks) or "no benchmarks in this run")
     return status
 
 
-def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
+def _renamed_line(old, new) -> str:
+    """A renamed benchmark, in the words of the plugin's comparison (``baseline.matching_lines``)."""
+    return (f"renamed: {old.nodeid} -> {new.nodeid} (not compared: give it its old name back, or store a new "
+            "baseline)")
+
+
+def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.gate import GateConfigError, compare, compare_paired, parse_thresholds
+    from pytest_llmeff.gate import compare, compare_paired
     from pytest_llmeff.interleave import rounds_pair
-    from pytest_llmeff.storage import StorageError, load_run, match_benchmarks, mismatch_warnings
+    from pytest_llmeff.storage import match_benchmarks, mismatch_warnings
 
-    try:
-        thresholds = parse_thresholds(spec)
-        base, current = load_run(Path(base_path)), load_run(Path(current_path))
-    except (GateConfigError, StorageError) as exc:
-        print(f"llmeff: {exc}", file=sys.stderr)
-        return 2
+    base, current = read_run(Path(base_path)), read_run(Path(current_path))  # StorageError: main() says it
     matching = match_benchmarks(base, current)
     # the two sides of one lockstep pair (--llmeff-interleave): rounds compare pair by pair
     lockstep = bool(base.interleave and current.interleave and base.interleave.get("dir") ==
                     current.interleave.get("dir") and base.interleave.get("role") != current.interleave.get("role"))
     rows, regressed = [], 0
     for old, new in matching.pairs:
+        pairs_up = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics
+                    and rounds_pair(old, new))
         for metric, threshold in thresholds.items():
             if metric not in old.metrics or metric not in new.metrics:
                 continue
-            paired = lockstep and rounds_pair(old, new)
-            v = (compare_paired if paired else compare)(metric, old.metrics[metric].samples,
-                                                        new.metrics[metric].samples, threshold, alpha=alpha)
+            old_samples, new_samples = old.metrics[metric].samples, new.metrics[metric].samples
+            paired = pairs_up and len(old_samples) == len(new_samples)
+            v = (compare_paired if paired else compare)(metric, old_samples, new_samples, threshold, alpha=alpha)
             regressed += v.status == "regressed"
             rows.append([new.nodeid, metric, f"{v.baseline_median:.4g}", f"{v.current_median:.4g}",
                          "n/a" if v.change is None else f"{v.change:+.1%}", v.threshold,
@@ -66,6 +117,8 @@ def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
                          v.status])
     print(tabulate(rows, headers=["benchmark", "metric", "baseline", "current", "change", "threshold", "p", "test",
                                   "verdict"]))
+    for old, new in matching.renamed:
+        print(_renamed_line(old, new))
     for rec in matching.new:
         print(f"new (no baseline): {rec.nodeid}")
     for rec in matching.missing:
@@ -75,49 +128,85 @@ def _compare(base_path: str, current_path: str, spec: str, alpha: float) -> int:
     return 1 if regressed else 0
 
 
-def _list(directory: str) -> int:
-    root = Path(directory)
-    files = sorted(root.glob("*.json")) if root.is_dir() else []
+def _run_files(root: Path) -> list[Path]:
+    """Every ``*.json`` under ``root``, recursively (a storage root holds its runs one level down, in fingerprint
+    folders), in path order; hidden files and folders below ``root`` (temp files, reservations, ``.git``) are
+    skipped, except the ``.llmeff`` folder itself; symlinked folders are not followed."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") or d == LLMEFF_DIR)
+        found += [Path(folder) / f for f in files if f.endswith(".json") and not f.startswith(".")]
+    return sorted(found)
+
+
+def _list(directory: Optional[str]) -> int:
+    if directory is None:
+        roots = [Path(DEFAULT_RESULTS_DIR), Path(DEFAULT_STORAGE)]
+    else:
+        root = Path(directory)
+        if not root.is_dir():
+            problem = ("is a file, not a directory (llmeff show prints it)" if root.exists()
+                       else "no such directory")
+            _error(f"{shown_path(root)}: {problem}")
+            return 2
+        roots = [root]
+    files = [f for root in roots if root.is_dir() for f in _run_files(root)]
     if not files:
-        print(f"llmeff: no run files in {root}", file=sys.stderr)
+        print(f"{PROG}: no run files in {' or '.join(shown_path(r) for r in roots)}", file=sys.stderr)
         return 1
     for f in files:
         try:
             run = read_run(f)
-            print(f"{f}  {run.started_at}  {len(run.benchmarks)} benchmark(s)")
-        except ValueError as exc:
-            print(f"{f}  unreadable: {exc}")
+        except StorageError as exc:
+            print(f"{shown_path(f)}  unreadable: {getattr(exc, 'problem', exc)}")
+            continue
+        print(f"{shown_path(f)}  {run.started_at}  {len(run.benchmarks)} benchmark(s)")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmeff", description="pytest-llmeff stored results")
+def _parser() -> _Parser:
+    parser = _Parser(prog=PROG, description="pytest-llmeff stored results")
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="print the table of one or more run files")
     show.add_argument("paths", nargs="+")
-    lst = sub.add_parser("list", help="list stored run files")
-    lst.add_argument("directory", nargs="?", default=str(Path(DEFAULT_STORAGE) / "runs"))
+    lst = sub.add_parser("list", help="list run files (default: .llmeff/runs and .llmeff/baselines)")
+    lst.add_argument("directory", nargs="?", default=None,
+                     help=f"searched recursively (default: {DEFAULT_RESULTS_DIR} and {DEFAULT_STORAGE})")
     cmp = sub.add_parser("compare", help="verdicts of a run against a baseline run")
     cmp.add_argument("base")
     cmp.add_argument("current")
-    cmp.add_argument("--fail", default="throughput_tok_s:5%,ttft_s:10%",
-                     help="thresholds, as --llmeff-compare-fail (default throughput_tok_s:5%%,ttft_s:10%%)")
-    cmp.add_argument("--alpha", type=float, default=0.01)
+    cmp.add_argument("--fail", default=DEFAULT_FAIL, type=_thresholds,
+                     help=f"thresholds, as --llmeff-compare-fail (default {DEFAULT_FAIL.replace('%', '%%')})")
+    cmp.add_argument("--alpha", type=_alpha, default=0.01, help="significance level, 0 < P < 1 (default 0.01)")
     schema = sub.add_parser("schema", help="print the JSON Schema of run files")
     schema.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_FILE.name} in the package")
-    args = parser.parse_args(argv)
-    if args.command == "show":
-        return _show(args.paths)
-    if args.command == "list":
-        return _list(args.directory)
-    if args.command == "compare":
-        return _compare(args.base, args.current, args.fail, args.alpha)
-    if args.write:
-        atomic_write_text(SCHEMA_FILE, schema_text())
-        print(f"wrote {SCHEMA_FILE}")
-    else:
-        sys.stdout.write(schema_text())
-    return 0
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "show":
+            return _show(args.paths)
+        if args.command == "list":
+            return _list(args.directory)
+        if args.command == "compare":
+            return _compare(args.base, args.current, args.fail, args.alpha)
+        if args.write:
+            try:
+                atomic_write_text(SCHEMA_FILE, schema_text())
+            except OSError as exc:
+                raise StorageError(f"{SCHEMA_FILE}: cannot be written ({exc.strerror or exc})") from None
+            print(f"wrote {SCHEMA_FILE}")
+        else:
+            sys.stdout.write(schema_text())
+        return 0
+    except LlmeffError as exc:  # every error raised on purpose is one line for the user
+        _error(str(exc))
+        return 2
+    except BrokenPipeError:  # `llmeff list | head`: the reader went away; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
