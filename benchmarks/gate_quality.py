@@ -65,7 +65,7 @@ def build_model(kind: str, cache_dir: Path):
 
     from pytest_llmeff.backends.builtin import build_tiny_llama
     from pytest_llmeff.backends.hf import LoadedModel, _eos_ids, load
-    from pytest_llmeff.variants import expand
+    from pytest_llmeff.marker import expand
 
     build_tiny_llama(cache_dir)
     variant = expand({"model": "tiny-random-llama", "device": "cpu"})[0]

@@ -34,7 +34,7 @@ def main() -> int:
     from pytest_llmeff.config import default_cache_dir
     from pytest_llmeff.fixtures import default_prompts
     from pytest_llmeff.measure.energy import CodeCarbonMeter
-    from pytest_llmeff.variants import expand
+    from pytest_llmeff.marker import expand
 
     variant = expand({"model": args.model, "precision": args.precision, "batch_size": args.batch,
                       "max_new_tokens": args.new_tokens})[0]

@@ -186,14 +186,23 @@ def default_cache_dir() -> Path:
 def resolve(pytest_config) -> LlmeffConfig:
     """Build the session's options from the CLI, the ini file and the environment. Raises UsageProblem."""
 
+    flags = {ini_name: opt for opt, ini_name, *_ in _OPTIONS}
+
     def cli(ini_name: str):
-        return pytest_config.getoption(ini_name, None)
+        value = pytest_config.getoption(ini_name, None)
+        if isinstance(value, str) and not value.strip():
+            # a CI variable that expanded to nothing must not silently store or compare nothing
+            raise UsageProblem(f"{flags[ini_name]}={value!r} is empty; give a value or leave the option out")
+        return value
 
     def ini(ini_name: str):
         try:
-            return pytest_config.getini(ini_name)
+            value = pytest_config.getini(ini_name)
         except ValueError:
             return None
+        if isinstance(value, str) and not value.strip():
+            raise UsageProblem(f"{ini_name} (ini) is set but empty; give a value or remove the line")
+        return value
 
     def flag(ini_name: str) -> bool:
         value = cli(ini_name)
@@ -207,6 +216,8 @@ def resolve(pytest_config) -> LlmeffConfig:
             value = ini(ini_name)
         return value or None
 
+    if flag("llmeff_skip") and flag("llmeff_only"):
+        raise UsageProblem("--llmeff-skip and --llmeff-only exclude each other; give one")
     rounds = _int_value("--llmeff-rounds", cli("llmeff_rounds"), 1)
     warmup = _int_value("--llmeff-warmup", cli("llmeff_warmup"), 0)
     ini_rounds = _int_value("llmeff_rounds (ini)", ini("llmeff_rounds"), 1)

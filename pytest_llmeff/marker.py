@@ -1,16 +1,23 @@
-"""The schema of ``@pytest.mark.llm_efficiency`` arguments (pydantic), imported only when a marker is expanded."""
+"""``@pytest.mark.llm_efficiency``: its schema (pydantic) and its expansion into ``Variant`` objects.
+
+Imported only when a marked test is collected (pydantic costs every pytest run ~60 ms otherwise). Invalid
+arguments become an ``InvalidMarker`` carrying one clear message that names the bad value and what is allowed.
+"""
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from pytest_llmeff import quantization as quant
-from pytest_llmeff.variants import DEVICES_HELP, PRECISIONS, as_list, describe_model_source
+from pytest_llmeff.precision import PRECISIONS
+from pytest_llmeff.variants import (DEVICES_HELP, MARKER_NAME, InvalidMarker, Variant, as_list,
+                                    describe_model_source, variant_id)
 
-Precision = Literal["float32", "float16", "bfloat16", "fp8"]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]  (the one list of names, in precision.py)
 
 
 class MarkerArgs(BaseModel):
@@ -167,3 +174,67 @@ def format_validation_error(exc: ValidationError) -> str:
             lines.append(f"{loc}={bad!r}: {msg}")
     # pydantic reports each union branch; keep each distinct line once
     return "; ".join(dict.fromkeys(lines))
+
+
+def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], InvalidMarker]:
+    """Validate marker arguments and expand them into the cartesian product of their list arguments."""
+    allowed = list(MarkerArgs.model_fields)
+    if args:
+        return InvalidMarker(f"positional arguments {args!r} are not accepted; use keywords: {', '.join(allowed)}")
+    unknown = [k for k in kwargs if k not in MarkerArgs.model_fields]
+    if unknown:
+        return InvalidMarker(
+            f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    if "model" not in kwargs:
+        return InvalidMarker("model= is required (an alias such as 'smollm2-135m', a directory, a .gguf file "
+                             "or a cached hub id)")
+    normalized = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    try:
+        args_ = MarkerArgs(**normalized)
+    except ValidationError as exc:
+        return InvalidMarker(format_validation_error(exc))
+
+    prompts = tuple(args_.prompts) if args_.prompts is not None else None
+    quants = args_.quantization if isinstance(args_.quantization, (list, tuple)) else [args_.quantization]
+    ref = args_.reference or {}
+    ref_precision = ref.get("precision", "float32")
+    ref_quant = quant.parse(ref.get("quantization"))
+    variants = []
+    for model, precision, q, batch in itertools.product(
+        as_list(args_.model), as_list(args_.precision), quants, as_list(args_.batch_size)
+    ):
+        spec = quant.parse(q)
+        if precision == "fp8" and spec is not None:
+            return InvalidMarker(f"precision='fp8' is itself a quantization and cannot be combined with "
+                                 f"quantization={q!r}; use quantization=None with fp8")
+        variants.append(Variant(
+            model=model, precision=precision, quantization=spec, batch_size=batch,
+            max_new_tokens=args_.max_new_tokens, prompts=prompts, rounds=args_.rounds, warmup=args_.warmup,
+            group=args_.group, device=args_.device, revision=args_.revision,
+            trust_remote_code=args_.trust_remote_code, device_map=args_.device_map,
+            reference_precision=ref_precision, reference_quantization=ref_quant, quality=args_.quality,
+            thresholds=tuple((args_.thresholds or {}).items()), limits=tuple((args_.limits or {}).items()),
+            id=variant_id(model, precision, spec, batch),
+        ))
+    ids = [v.id for v in variants]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        return InvalidMarker(f"the expansion repeats variant ids {', '.join(dupes)}; remove duplicate list entries")
+    return variants
+
+
+def expand_markers(marks: list[tuple[tuple, dict]]) -> list[Union[Variant, InvalidMarker]]:
+    """The variants of a test from its ``llm_efficiency`` markers, given as (args, kwargs), closest first.
+
+    More than one marker (e.g. on the function and on its class or module) is an error, never a silent pick:
+    the user is asked to merge them into one marker, whose list arguments already expand.
+    """
+    if len(marks) > 1:
+        return [InvalidMarker(f"{len(marks)} @pytest.mark.{MARKER_NAME} markers apply to this test (on the function,"
+                              " its class or its module); give one marker and list the values to expand, e.g. "
+                              "precision=['float32', 'bfloat16']")]
+    args, kwargs = marks[0]
+    variants = expand(kwargs, args)
+    return [variants] if isinstance(variants, InvalidMarker) else variants

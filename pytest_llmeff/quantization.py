@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from pytest_llmeff.precision import COMPUTE_DTYPES, PRECISION_SHORT
+
 METHODS: tuple[str, ...] = ("int8", "nf4", "fp4", "dynamic-int8")
-COMPUTE_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
-_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 KNOBS: dict[str, tuple[str, ...]] = {
     "int8": ("method", "threshold", "skip_modules"),
     "nf4": ("method", "double_quant", "compute_dtype", "skip_modules"),
@@ -49,7 +49,7 @@ class QuantSpec:
         if self.double_quant:
             parts.append("dq")
         if self.compute_dtype:
-            parts.append("c" + _SHORT[self.compute_dtype])
+            parts.append("c" + PRECISION_SHORT[self.compute_dtype])
         if self.threshold is not None:
             parts.append(f"t{self.threshold:g}")
         if self.skip_modules:

@@ -1,25 +1,23 @@
-"""Marker kwargs -> validated ``Variant`` list -> readable parameter ids.
+"""What one benchmark test measures (``Variant``), its readable id, and the model-source check.
 
-Pure Python and pydantic; no torch. Invalid marker arguments become an ``InvalidMarker`` carrying one
-clear message that names the test, the bad value and what is allowed.
+Pure Python, no pydantic, no torch: the plugin imports this in every pytest run. The marker's schema and its
+expansion into variants live one floor up, in ``marker.py``.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from pytest_llmeff.backends.aliases import ALIASES
+from pytest_llmeff.precision import PRECISION_SHORT, PRECISIONS  # noqa: F401  (PRECISIONS: re-exported)
 from pytest_llmeff.quantization import QuantSpec
 
 MARKER_NAME = "llm_efficiency"
 
-PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16", "fp8")
-PRECISION_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp8": "fp8"}
 DEVICES_HELP = "auto, cpu, cuda, cuda:N"
 
 MARKER_HELP = (
@@ -151,58 +149,3 @@ def load_id(model: str, precision: str, quantization: Optional[QuantSpec]) -> st
 def variant_id(model: str, precision: str, quantization: Optional[QuantSpec], batch_size: int) -> str:
     """Readable test id: ``smollm2-135m-bf16-nf4-b4``."""
     return f"{load_id(model, precision, quantization)}-b{batch_size}"
-
-
-def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], InvalidMarker]:
-    """Validate marker arguments and expand them into the cartesian product of their list arguments."""
-    from pydantic import ValidationError
-
-    from pytest_llmeff.marker import MarkerArgs, format_validation_error
-
-    allowed = list(MarkerArgs.model_fields)
-    if args:
-        return InvalidMarker(f"positional arguments {args!r} are not accepted; use keywords: {', '.join(allowed)}")
-    unknown = [k for k in kwargs if k not in MarkerArgs.model_fields]
-    if unknown:
-        return InvalidMarker(
-            f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}; "
-            f"allowed: {', '.join(allowed)}"
-        )
-    if "model" not in kwargs:
-        return InvalidMarker("model= is required (an alias such as 'smollm2-135m', a directory, a .gguf file "
-                             "or a cached hub id)")
-    normalized = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    try:
-        args_ = MarkerArgs(**normalized)
-    except ValidationError as exc:
-        return InvalidMarker(format_validation_error(exc))
-
-    from pytest_llmeff import quantization as quant
-
-    prompts = tuple(args_.prompts) if args_.prompts is not None else None
-    quants = args_.quantization if isinstance(args_.quantization, (list, tuple)) else [args_.quantization]
-    ref = args_.reference or {}
-    ref_precision = ref.get("precision", "float32")
-    ref_quant = quant.parse(ref.get("quantization"))
-    variants = []
-    for model, precision, q, batch in itertools.product(
-        as_list(args_.model), as_list(args_.precision), quants, as_list(args_.batch_size)
-    ):
-        spec = quant.parse(q)
-        if precision == "fp8" and spec is not None:
-            return InvalidMarker(f"precision='fp8' is itself a quantization and cannot be combined with "
-                                 f"quantization={q!r}; use quantization=None with fp8")
-        variants.append(Variant(
-            model=model, precision=precision, quantization=spec, batch_size=batch,
-            max_new_tokens=args_.max_new_tokens, prompts=prompts, rounds=args_.rounds, warmup=args_.warmup,
-            group=args_.group, device=args_.device, revision=args_.revision,
-            trust_remote_code=args_.trust_remote_code, device_map=args_.device_map,
-            reference_precision=ref_precision, reference_quantization=ref_quant, quality=args_.quality,
-            thresholds=tuple((args_.thresholds or {}).items()), limits=tuple((args_.limits or {}).items()),
-            id=variant_id(model, precision, spec, batch),
-        ))
-    ids = [v.id for v in variants]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        return InvalidMarker(f"the expansion repeats variant ids {', '.join(dupes)}; remove duplicate list entries")
-    return variants

@@ -24,7 +24,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 def tiny_model(tiny_cache):
     """The tiny model loaded in float32 on CPU (a LoadedModel)."""
     from pytest_llmeff.backends.hf import load
-    from pytest_llmeff.variants import expand
+    from pytest_llmeff.marker import expand
 
     return load(expand({"model": "tiny-random-llama"})[0], tiny_cache)
 

@@ -76,7 +76,7 @@ def prefill_heavy_model(tiny_cache):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from pytest_llmeff.backends.hf import LoadedModel, _eos_ids
-    from pytest_llmeff.variants import expand
+    from pytest_llmeff.marker import expand
 
     tok = AutoTokenizer.from_pretrained(tiny_cache / "models" / "tiny-random-llama-v1")
     tok.padding_side = "left"

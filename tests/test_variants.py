@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmeff.variants import InvalidMarker, Variant, expand, sanitize_id, variant_id
+from pytest_llmeff.marker import expand
+from pytest_llmeff.variants import InvalidMarker, Variant, sanitize_id, variant_id
 
 
 def test_cartesian_product_and_readable_ids():

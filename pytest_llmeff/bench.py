@@ -1,0 +1,130 @@
+"""The measuring step of ``llm_benchmark()``: plan the call, run the protocol, add the quality drift and the
+user's custom metrics. What comes out goes to ``record.build_record`` and then to ``Baseline.judge``.
+
+No pytest here: problems are raised as ``errors`` (the fixture turns them into one-line failures or skips).
+Heavy imports (torch, transformers) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from pytest_llmeff.record import Plan
+from pytest_llmeff.variants import Variant
+
+_DEFAULT_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.txt"
+
+
+def default_prompts() -> list[str]:
+    """The prompt set shipped with the package (8 short instructions written for this project)."""
+    return [line for line in _DEFAULT_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plan(options, variant: Variant, prompts: Optional[Sequence[str]], max_new_tokens: Optional[int]) -> Plan:
+    """The call's plan: explicit arguments first, then the marker, then the options and defaults. Raises
+    ValueError with one line for bad arguments."""
+    if prompts is not None:
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"llm_benchmark(prompts={prompts!r}): give a non-empty list of non-empty strings")
+    if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool)
+                                       or max_new_tokens < 1):
+        raise ValueError(f"llm_benchmark(max_new_tokens={max_new_tokens!r}): give an integer >= 1")
+    chosen = tuple(prompts) if prompts is not None else tuple(variant.prompts or default_prompts())
+    return Plan(prompts=chosen, max_new_tokens=max_new_tokens or variant.max_new_tokens,
+                rounds=options.rounds_for(variant.rounds), warmup=options.warmup_for(variant.warmup))
+
+
+def quality_inputs(variant: Variant) -> tuple[tuple[str, ...], int]:
+    """The prompts and length of the quality probe: the marker's (not a call's ``prompts=``), so that the
+    reference's probe is computed before the variant loads and no variant is loaded twice."""
+    return tuple(variant.prompts or default_prompts()), variant.max_new_tokens
+
+
+def reference_data(session, variant: Variant, loaded_reference=None):
+    """The reference variant's quality probe, computed once per (reference, prompts, length) in
+    ``session.quality_cache``: the one place that cache is filled. ``loaded_reference``: the reference's
+    weights when the caller has them (the reference's own test); otherwise the reference is loaded now, before
+    the variant. Raises ``ModelSourceError`` naming the reference when it cannot load."""
+    from pytest_llmeff import quality
+    from pytest_llmeff.errors import LlmeffRunError, ModelSourceError
+
+    prompts, new_tokens = quality_inputs(variant)
+    key = (variant.reference().load_key, prompts, new_tokens)
+    if key not in session.quality_cache:
+        loaded = loaded_reference
+        if loaded is None:
+            ref = variant.reference()
+            try:
+                loaded = session.models.get(ref)
+            except LlmeffRunError as exc:
+                raise ModelSourceError(
+                    f"the reference variant {ref.id} cannot load: {exc}; choose another with "
+                    "reference={'precision': ..., 'quantization': ...} or set quality=False") from None
+        session.quality_cache[key] = quality.probe(loaded, list(prompts), new_tokens)
+    return session.quality_cache[key]
+
+
+def known_peak_tflops(loaded) -> Optional[float]:
+    """Peak TFLOP/s of the variant's GPU and compute dtype from the table, or None (no mfu is guessed)."""
+    if not loaded.device.startswith("cuda"):
+        return None
+    import torch
+
+    from pytest_llmeff.backends.quant import torch_dtype_name
+    from pytest_llmeff.measure.peaks import peak_tflops
+
+    dtype = torch_dtype_name(loaded.variant)
+    q = loaded.variant.quantization
+    if q is not None and q.compute_dtype:
+        dtype = q.compute_dtype
+    return peak_tflops(torch.cuda.get_device_name(loaded.device), "fp8" if loaded.variant.precision == "fp8" else dtype)
+
+
+def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[..., list]] = None):
+    """Run the standard protocol (``runner.run``) on ``loaded`` as ``plan_`` says, then, outside the timed rounds,
+    the quality drift against the reference and the ``pytest_llmeff_custom_metrics`` hook (``custom_metrics``).
+
+    Returns ``(measured, extra_metrics)``: the runner's ``Measured`` and the once-per-variant samples by metric
+    name. A CUDA out-of-memory error becomes ``errors.OutOfMemory``.
+    """
+    from pytest_llmeff import runner
+    from pytest_llmeff.measure.conditions import cpu_governor_warning, gpu_sharing_warning
+    from pytest_llmeff.measure.oom import translate_oom
+
+    variant: Variant = loaded.variant
+    options = session.options
+    meter = session.meters.for_device(loaded.device)
+    ctx = runner.EnergyContext(country_iso3=options.country_iso_code,
+                               idle_power_w=session.meters.idle_power_w(loaded.device),
+                               idle_requested=options.idle_s > 0)
+    turnstile = session.turnstile  # lockstep A/B: the turn passes to the partner after each timed round
+    with translate_oom(variant, loaded.device, variant.batch_size):
+        measured = runner.run(loaded, list(plan_.prompts), batch_size=variant.batch_size,
+                              max_new_tokens=plan_.max_new_tokens, rounds=plan_.rounds, warmup=plan_.warmup,
+                              meter=meter, energy_ctx=ctx,
+                              peak_tflops=options.peak_tflops or known_peak_tflops(loaded),
+                              after_round=turnstile.step if turnstile is not None else None)
+    measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
+    extra: dict[str, list[float]] = {}
+    if variant.quality:
+        extra.update(_quality(session, loaded, variant))
+    for result in (custom_metrics(llm_model=loaded, measured=measured) if custom_metrics else []):
+        if result:
+            extra.update(result)
+    return measured, extra
+
+
+def _quality(session, loaded, variant: Variant) -> dict[str, list[float]]:
+    """Drift of this variant from its reference (token agreement, perplexity ratio)."""
+    from pytest_llmeff import quality
+    from pytest_llmeff.measure.oom import translate_oom
+
+    prompts, new_tokens = quality_inputs(variant)
+    with translate_oom(variant, loaded.device, len(prompts)):
+        if variant.is_reference:
+            mine = reference = reference_data(session, variant, loaded_reference=loaded)
+        else:
+            reference = reference_data(session, variant)
+            mine = quality.probe(loaded, list(prompts), new_tokens)
+    return quality.drift_metrics(mine, reference)

@@ -1,0 +1,97 @@
+"""Building a ``BenchmarkRecord`` from what one ``llm_benchmark()`` call measured, and its one-line summary.
+
+Pure: the runner's raw samples in, a validated record out (statistics per metric computed by ``results``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Optional
+
+from pytest_llmeff.variants import Variant
+
+if TYPE_CHECKING:
+    from pytest_llmeff.results import BenchmarkRecord
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one ``llm_benchmark()`` call runs: the prompts (cycled to the batch size), the generated tokens per
+    sequence, the timed rounds and the untimed warm-up rounds."""
+
+    prompts: tuple[str, ...]
+    max_new_tokens: int
+    rounds: int
+    warmup: int
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which test made the record: pytest node id, benchmark name (``name=`` or the test's name), the test's
+    other parameters (stringified), and the grid whose carbon intensity gave co2_g."""
+
+    nodeid: str
+    name: str
+    params: dict
+    country: Optional[str] = None
+
+
+def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
+                 extra_metrics: dict[str, list[float]]) -> "BenchmarkRecord":
+    """Turn the runner's raw samples (``measured``, a ``runner.Measured``) and the once-per-variant figures of
+    ``loaded`` (a ``LoadedModel``) into a ``BenchmarkRecord`` (statistics computed per metric)."""
+    from pytest_llmeff.results import BenchmarkRecord, EnergyInfo, Metric, VariantRecord
+
+    samples = dict(measured.samples)
+    samples["model_bytes"] = [float(loaded.model_bytes)]
+    samples["load_s"] = [float(loaded.load_s)]
+    samples.update(extra_metrics)
+    metrics = {name_: Metric.from_samples(name_, vals) for name_, vals in samples.items() if vals}
+    energy = None
+    if measured.energy is not None:
+        read = any(v is not None for v in measured.energy_devices.values()) or "energy_j" in measured.samples
+        energy = EnergyInfo(method=measured.energy.method,
+                            # never "not estimated" unless a meter was actually read
+                            estimated=bool(measured.energy.estimated or not read),
+                            country_iso_code=where.country, devices=measured.energy_devices,
+                            note=(f"{measured.energy_repeats} generates per energy window"
+                                  if measured.energy_repeats > 1 else None))
+    if plan.max_new_tokens != variant.max_new_tokens:
+        variant = replace(variant, max_new_tokens=plan.max_new_tokens)
+    return BenchmarkRecord(
+        nodeid=where.nodeid, name=where.name, group=variant.group,
+        variant=VariantRecord(
+            id=variant.id, model=variant.model, model_source=variant.model_source,
+            resolved_path=str(loaded.path) if loaded.path else None, precision=variant.precision, quantization=variant.quant_label,
+            quantization_config=asdict(variant.quantization) if variant.quantization else None,
+            reference=variant.reference().id if variant.quality else None, batch_size=variant.batch_size,
+            max_new_tokens=variant.max_new_tokens, device=loaded.device, device_map=variant.device_map,
+            prompts=len(plan.prompts), trust_remote_code=variant.trust_remote_code,
+        ),
+        params={k: str(v) for k, v in where.params.items()}, rounds=plan.rounds, warmup=plan.warmup,
+        metrics=metrics,
+        energy=energy, tokens_generated=measured.tokens_generated, prompt_tokens=measured.prompt_tokens,
+        warnings=list(measured.warnings),
+        extra_info={"memory_method": measured.memory_method, "flops_total": measured.flops_total,
+                    "steps": measured.steps},
+    )
+
+
+def one_line(record: "BenchmarkRecord") -> str:
+    """The ``-v`` line printed under a benchmark test."""
+    m = record.metrics
+
+    def med(name, scale=1.0, fmt="{:.1f}"):
+        return fmt.format(m[name].median * scale) if name in m else "n/a"
+
+    energy = ""
+    if "energy_j_per_tok" in m:
+        tilde = "~" if record.energy and record.energy.estimated else ""
+        energy = f", {tilde}{m['energy_j_per_tok'].median:.3g} J/tok"
+    return (f"{record.variant.id}: {med('throughput_tok_s')} tok/s, ttft {med('ttft_s', 1e3)} ms, "
+            f"tpot {med('tpot_s', 1e3)} ms, peak {med('peak_mem_bytes', 1 / 2**20, '{:.0f}')} MiB{energy}")
+
+
+def payload(records: list["BenchmarkRecord"]) -> list[str]:
+    return [r.model_dump_json() for r in records]
+

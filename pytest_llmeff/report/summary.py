@@ -1,0 +1,46 @@
+"""The terminal summary at the end of a session: regressions, the comparison table, and where everything went.
+
+``summary_lines`` returns (text, colour) pairs; ``plugin.py`` only writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+Line = tuple[str, Optional[str]]  # (text, colour: None, "red" or "yellow")
+
+
+def regression_lines(gate_failures: list[tuple[str, str]]) -> list[Line]:
+    """Each regressed test's node id, then its gate text."""
+    lines: list[Line] = []
+    for nodeid, text in gate_failures:
+        lines.append((nodeid, None))
+        lines.append((text, None))
+    return lines
+
+
+def summary_lines(session) -> list[Line]:
+    """The llmeff section under ``--llmeff-report`` (or the hint to add it)."""
+    if not session.options.report:
+        if session.records:
+            return [(f"llmeff: {len(session.records)} benchmark(s) measured; add --llmeff-report for the table "
+                     "and the JSON file", None)]
+        return []
+    from pytest_llmeff.report.terminal import render
+
+    lines: list[Line] = [(render(session.records) or "no benchmarks were recorded", None)]
+    ending = session.ending
+    if not ending.complete:
+        unfinished = f"; unfinished: {len(ending.unfinished)} benchmark test(s)" if ending.unfinished else ""
+        lines.append((f"llmeff: the session did not finish ({ending.reason or 'stopped early'}){unfinished}; "
+                      "the run file says so", "yellow"))
+    out = session.outputs
+    if out is None:
+        return lines
+    if out.json_path is not None:
+        lines.append((f"llmeff: results written to {out.json_path}", None))
+    lines += [(f"llmeff: {line}", None) for line in out.lines]
+    lines += [(f"llmeff: {line}", "yellow") for line in out.notices]
+    lines += [(f"llmeff: ERROR {line}", "red") for line in out.errors]
+    lines += [(f"llmeff: {line}", None) for line in out.comparison]
+    return lines

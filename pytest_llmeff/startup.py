@@ -1,0 +1,186 @@
+"""Starting a session: options, checks, the baseline and the lockstep pair, SIGTERM; and the session's end
+products (the run, its outputs). The pytest-facing layer just under ``plugin.py``: it reads the pytest config,
+but raises only ``errors`` (``plugin.py`` turns the usage family into ``pytest.UsageError`` in one place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from pytest_llmeff.baseline import Baseline
+from pytest_llmeff.config import resolve
+from pytest_llmeff.errors import UsageProblem
+from pytest_llmeff.session import LlmeffSession, utc_now
+
+
+def is_worker(config) -> bool:
+    """True in a pytest-xdist worker (it measures; the controller reports)."""
+    return hasattr(config, "workerinput")
+
+
+def progress_writer(config) -> Callable[[str], None]:
+    """A line for the terminal at once, also from inside a test (output capture suspended); before the terminal
+    reporter exists (at configure time), to stderr. Silent on xdist workers."""
+
+    def write(message: str) -> None:
+        if is_worker(config):
+            return
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if reporter is not None:
+                reporter.write_line(f"llmeff: {message}")
+            else:
+                sys.stderr.write(f"llmeff: {message}\n")
+                sys.stderr.flush()
+
+    return write
+
+
+MACHINE_KEY = pytest.StashKey[dict]()
+
+
+def machine_info(config) -> dict:
+    """The machine description, gathered once per session (hooks included): the fingerprint used to find a
+    baseline at start and the run file written at the end describe the same machine."""
+    info = config.stash.get(MACHINE_KEY, None)
+    if info is None:
+        from pytest_llmeff.measure.machine import machine_info as gather
+
+        info = config.hook.pytest_llmeff_generate_machine_info(config=config)
+        if info is None:
+            info = gather()
+        config.hook.pytest_llmeff_update_machine_info(config=config, machine_info=info)
+        config.stash[MACHINE_KEY] = info
+    return info
+
+
+def storage_for(session: LlmeffSession, machine: Optional[dict]):
+    """The ``Storage`` of the session's ``--llmeff-storage`` root, searching ``machine``'s fingerprint first."""
+    from pytest_llmeff.storage import Storage, machine_fingerprint
+
+    root = session.options.storage
+    root = root if root.is_absolute() else session.rootdir / root
+    return Storage(root, machine_fingerprint(machine) if machine is not None else None)
+
+
+def start_session(config) -> LlmeffSession:
+    """Resolve and check every option, load the baseline, join the lockstep pair. Raises ``LlmeffUsageError``
+    (one line) for anything the user must change; nothing has run yet then."""
+    from pytest_llmeff.metrics import register_metric
+    from pytest_llmeff.report.outputs import check_destinations
+
+    options = resolve(config)
+    worker = is_worker(config)
+    if options.energy in ("rapl", "nvml") and not worker:
+        from pytest_llmeff.measure.meters import check_backend
+
+        problem = check_backend(options.energy, options.powercap_root)
+        if problem:
+            raise UsageProblem(problem)
+    if options.country_explicit:
+        from pytest_llmeff.measure.carbon import intensity_g_per_kwh
+
+        intensity_g_per_kwh(options.country_iso_code)  # raises UnknownCountry
+    for specs in config.hook.pytest_llmeff_metric_specs(config=config):
+        for spec in specs or []:
+            try:
+                register_metric(spec)
+            except ValueError as exc:
+                raise UsageProblem(str(exc)) from None
+    rootdir = Path(config.rootpath)
+    if not worker:
+        check_destinations(options, rootdir)
+    session = LlmeffSession(options, progress_writer(config), rootdir)
+    if options.compare or options.save or options.role == "candidate":
+        from pytest_llmeff.storage import check_name
+
+        if options.save:
+            check_name(options.save)
+        session.baseline = Baseline.from_options(options, storage_for(session, machine_info(config)))
+    if options.interleave is not None:
+        session.turnstile = session.baseline.turnstile = _join_pair(config, session)
+    return session
+
+
+def _join_pair(config, session: LlmeffSession):
+    """Join the lockstep pair (blocks the candidate until the baseline's first round is done)."""
+    from pytest_llmeff.interleave import Turnstile
+
+    if is_worker(config) or config.getoption("numprocesses", None):
+        raise UsageProblem("--llmeff-interleave takes turns between two single processes; run it without "
+                           "pytest-xdist's -n")
+    timeout_s = session.options.interleave_timeout_s
+    turnstile = Turnstile(session.options.interleave, session.options.role, start_timeout_s=timeout_s,
+                          notify=session.progress)
+    if turnstile.role == "candidate":
+        session.progress(f"interleave: waiting for the baseline's first round in {turnstile.directory} (going on "
+                         f"alone if it has not started within {timeout_s:g} s)")
+    turnstile.start()
+    return turnstile
+
+
+def catch_sigterm(session: LlmeffSession) -> Callable[[], None]:
+    """Turn the first SIGTERM (what CI runners send on a timeout) into KeyboardInterrupt, so pytest ends the
+    session as on Ctrl-C (exit 2) and the finished benchmarks are written. Only where nobody else handles
+    SIGTERM and only in the main thread. Returns the function that restores the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return lambda: None
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        session.ending.interrupted = True
+        session.ending.reason = "interrupted (SIGTERM)"
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+def build_run(session: LlmeffSession, config):
+    """The session's ``Run``: what finished, and how the session ended."""
+    from pytest_llmeff.measure.machine import commit_info, versions
+    from pytest_llmeff.results import CommitInfo, MachineInfo, Run
+
+    t = session.turnstile
+    ending = session.ending
+    return Run(
+        started_at=session.started_at, finished_at=utc_now(), machine=MachineInfo(**machine_info(config)),
+        versions=versions(), commit=CommitInfo(**commit_info()), pytest_args=list(config.invocation_params.args),
+        loads=session.loads, baseline=session.baseline.label(),
+        interleave=None if t is None else {"dir": str(t.directory), "role": t.role, "turns": t.turns,
+                                           "alone_reason": t.alone_reason},
+        benchmarks=session.records, interrupted=ending.interrupted, complete=ending.complete,
+        stop_reason=ending.reason if not ending.complete else None, unfinished=ending.unfinished,
+    )
+
+
+def finish_session(session: LlmeffSession, config) -> None:
+    """Build the run and write everything the options ask for into ``session.outputs`` (never raises for a
+    file that cannot be written: the problem is one line there)."""
+    from pytest_llmeff.report.outputs import Outputs, write_outputs
+
+    try:
+        run = build_run(session, config)
+    except Exception as exc:  # a run that cannot be built must be said, not crash the session
+        session.outputs = Outputs(errors=[f"could not build the run: {type(exc).__name__}: {exc}"])
+        return
+    comparison = session.baseline.comparison_lines(run)
+    storage = storage_for(session, run.machine.model_dump())
+    session.outputs = write_outputs(run, session.options, session.rootdir, storage, comparison)
+    session.outputs.comparison = comparison
