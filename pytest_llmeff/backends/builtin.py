@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from pytest_llmeff.backends import gguf
+from pytest_llmeff.backends import gguf, integrity
 
 TINY_FORMAT = 1
 TINY_SEED = 1234
@@ -55,8 +55,20 @@ def _train_tokenizer(directory: Path) -> None:
 def build_tiny_llama(cache_root: Path, progress: Optional[Callable[[str], None]] = None) -> Path:
     """Build (once) the deterministic tiny random Llama and its tokenizer; return its directory."""
     target = Path(cache_root) / "models" / f"tiny-random-llama-v{TINY_FORMAT}"
-    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
+    if integrity.ensure_usable(target, cache_root, progress, required=("config.json", "tokenizer.json")):
         return target
+    rebuilding = integrity.rebuilt_in_this_process(target)
+    try:
+        return _build_tiny_llama(target, progress)
+    except gguf.ModelSourceError:
+        raise
+    except Exception as exc:
+        doing = "rebuilding the damaged cache entry" if rebuilding else "building"
+        raise gguf.ModelSourceError(f"tiny-random-llama: {doing} {target} failed ({type(exc).__name__}: "
+                                    f"{integrity.one_line(exc)})") from None
+
+
+def _build_tiny_llama(target: Path, progress) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -73,6 +85,7 @@ def build_tiny_llama(cache_root: Path, progress: Optional[Callable[[str], None]]
             model = LlamaForCausalLM(config)
         model.save_pretrained(tmp)
         (tmp / "llmeff-source.json").write_text(json.dumps({"source": "tiny-random-llama", "seed": TINY_SEED}))
+        integrity.write_manifest(tmp)
         try:
             os.replace(tmp, target)
         except OSError:

@@ -23,15 +23,20 @@ class ModelCache:
         self._loaded = None
         self._failed: dict[str, str] = {}
         self._unsupported: dict[str, str] = {}
+        self._error_class: dict[str, type] = {}  # load key -> the class of its remembered failure
         self.loads: list[LoadEvent] = []
 
     def get(self, variant: Variant):
-        """The loaded model for ``variant`` (loading it if it is not the current one)."""
+        """The loaded model for ``variant`` (loading it if it is not the current one).
+
+        A failure is remembered per load key and raised again, same class and message, for the variant's later
+        tests: ModelSourceError (LoadOutOfMemory included: out of memory while loading) and VariantUnsupported
+        (VariantTooLarge included: weights estimated larger than the free RAM, checked before loading on CPU)."""
         key = variant.load_key
         if key in self._failed:
-            raise ModelSourceError(self._failed[key])
+            raise self._error_class.get(key, ModelSourceError)(self._failed[key])
         if key in self._unsupported:
-            raise VariantUnsupported(self._unsupported[key])
+            raise self._error_class.get(key, VariantUnsupported)(self._unsupported[key])
         if self._key == key and self._loaded is not None:
             return self._loaded
         self.release()
@@ -41,9 +46,11 @@ class ModelCache:
             loaded = load(variant, self.cache_root, self.progress)
         except VariantUnsupported as exc:
             self._unsupported[key] = str(exc)
+            self._error_class[key] = type(exc)
             raise
         except ModelSourceError as exc:
             self._failed[key] = str(exc)
+            self._error_class[key] = type(exc)
             self.loads.append(LoadEvent(key=key, load_s=0.0, ok=False, error=str(exc),
                                         worker=os.environ.get("PYTEST_XDIST_WORKER")))
             raise

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from pytest_llmeff.backends import integrity
+
 CACHE_FORMAT = 1
 _MARKER_FILE = "llmeff-source.json"
 
@@ -61,9 +63,24 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
     if not gguf_path.is_file():
         raise ModelSourceError(f"{gguf_path}: no such .gguf file")
     target = cache_dir_for(gguf_path, cache_root)
-    if is_complete(target):
+    if integrity.ensure_usable(target, cache_root, progress, required=(_MARKER_FILE, "config.json")):
         return target, None
     ensure_writable_dir(target.parent)
+    from pytest_llmeff.backends import memory_fit
+
+    memory_fit.check_conversion_fits(gguf_path)
+    rebuilding = integrity.rebuilt_in_this_process(target)
+    try:
+        return _convert(gguf_path, target, progress)
+    except ModelSourceError:
+        raise
+    except Exception as exc:
+        doing = "rebuilding the damaged cache entry" if rebuilding else "converting it into"
+        raise ModelSourceError(f"{gguf_path}: {doing} {target} failed ({type(exc).__name__}: "
+                               f"{integrity.one_line(exc)})") from None
+
+
+def _convert(gguf_path: Path, target: Path, progress) -> tuple[Path, float]:
     if progress:
         progress(f"converting {gguf_path.name} to a safetensors cache (one-time, ~20 s for 135M params)...")
     start = time.perf_counter()
@@ -75,7 +92,8 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except Exception as exc:  # a corrupt or unsupported GGUF: say which file and why
-        raise ModelSourceError(f"{gguf_path}: cannot read this GGUF file ({type(exc).__name__}: {exc})") from None
+        raise ModelSourceError(f"{gguf_path}: cannot read this GGUF file ({type(exc).__name__}: "
+                               f"{integrity.one_line(exc)})") from None
     config = quantized.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -93,6 +111,7 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
         (tmp / _MARKER_FILE).write_text(json.dumps({
             "source": str(gguf_path.resolve()), "sha256": sha256_of(gguf_path), "format": CACHE_FORMAT,
         }, indent=2))
+        integrity.write_manifest(tmp)
         try:
             os.replace(tmp, target)
         except OSError:

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from pytest_llmeff.backends import builtin
+from pytest_llmeff.backends import builtin, integrity, memory_fit
 from pytest_llmeff.backends.footprint import weights_bytes
 from pytest_llmeff.backends.gguf import ModelSourceError, convert
 from pytest_llmeff.backends.quant import (VariantUnsupported, after_load, check_supported, from_pretrained_kwargs,
                                           quiet_generation, torch_dtype_name)
-from pytest_llmeff.variants import Variant
+from pytest_llmeff.measure.oom import translate_oom
+from pytest_llmeff.variants import Variant, load_id
 
 
 @dataclass
@@ -177,9 +178,12 @@ def resolve_path(variant: Variant, cache_root: Path, progress=None) -> tuple[Pat
 
 
 def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], None]] = None) -> LoadedModel:
-    """Load ``variant``: resolve its weights (converting once if needed), then load model and tokenizer."""
+    """Load ``variant``: resolve its weights (converting once if needed), then load model and tokenizer.
+
+    On CPU the weights are first estimated against the memory available (VariantTooLarge, a skip, instead of
+    the kernel's OOM killer). Out of memory while loading is LoadOutOfMemory (one line, memory freed). A cache
+    entry the plugin built that fails to load and is damaged (or has no manifest to tell) is rebuilt once."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -188,31 +192,61 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
         raise VariantUnsupported(f"device={variant.device!r} needs CUDA, which is not available here")
     check_supported(variant, device)
     path, converted_s = resolve_path(variant, cache_root, progress)
-    trc = variant.trust_remote_code
+    memory_fit.check_fits(variant, path, device)
+    failure = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
-        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
-        try:  # import the modeling code now, so load_s measures loading weights, not a one-time Python import
-            AutoModelForCausalLM._model_mapping[type(config)]
-        except Exception:
-            pass
-        extra = from_pretrained_kwargs(variant)
+        return _load_from(path, variant, device, converted_s)
+    except (ModelSourceError, VariantUnsupported):
+        raise
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {integrity.one_line(exc)}"
+    # outside the except block: the failed load's frames (and any half-loaded weights) are released
+    owned = variant.model_source in ("alias", "gguf") and integrity.is_plugin_entry(path, cache_root)
+    if owned:
+        what = integrity.damage(path, full=True)
+        if what is None and not integrity.has_manifest(path):
+            what = f"loading it failed: {failure}"  # built before manifests: nothing to tell damage from a bug
+        owned = what is not None
+    if not owned:
+        raise ModelSourceError(f"{variant.model}: cannot load from {path} ({failure})")
+    integrity.ensure_usable(path, cache_root, progress, problem=what)  # discards it, or raises if rebuilt before
+    path, converted_s = resolve_path(variant, cache_root, progress)
+    memory_fit.check_fits(variant, path, device)
+    try:
+        return _load_from(path, variant, device, converted_s)
+    except (ModelSourceError, VariantUnsupported):
+        raise
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {integrity.one_line(exc)}"
+    raise ModelSourceError(f"{variant.model}: cannot load from {path} even after rebuilding it ({failure})")
+
+
+def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[float]) -> LoadedModel:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    trc = variant.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
+    try:  # import the modeling code now, so load_s measures loading weights, not a one-time Python import
+        AutoModelForCausalLM._model_mapping[type(config)]
+    except Exception:
+        pass
+    extra = from_pretrained_kwargs(variant)
+    name = load_id(variant.model, variant.precision, variant.quantization)
+    with translate_oom(name, device, phase="loading"):
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=getattr(torch, torch_dtype_name(variant)), local_files_only=True,
             trust_remote_code=trc, device_map=variant.device_map or device, **extra,
         )
         model = after_load(model, variant)
-    except (ModelSourceError, VariantUnsupported):
-        raise
-    except Exception as exc:
-        raise ModelSourceError(f"{variant.model}: cannot load from {path} ({type(exc).__name__}: {exc})") from None
-    if variant.device_map:
-        device = str(next(model.parameters()).device)
-    model.eval()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    load_s = time.perf_counter() - start
+        if variant.device_map:
+            device = str(next(model.parameters()).device)
+        model.eval()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        load_s = time.perf_counter() - start
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
