@@ -23,7 +23,10 @@ The protocol lives in one directory both processes are given (``--llmeff-interle
   the truth; the byte only wakes the waiter, which also looks at the partner's liveness every ``check_s``.
   Where named pipes do not exist (Windows), waiting falls back to sleeping ``check_s / 10`` between looks.
 Each pair needs a new or empty directory: a side that finds its own ``<role>.state`` there refuses to start (it
-would be an earlier pair's, whose ``done`` would release the partner at once).
+would be an earlier pair's, whose ``done`` would release the partner at once), and so does a side that finds
+anything but the pair's own files there (``turn``, ``<role>.state``, ``<role>.fifo``, ``baseline/`` holding
+records, and the hidden temp files of their atomic writes): a mistyped directory would else be used, and a
+side would wait for a partner that never comes.
 Both processes must run the same benchmarks in the same order with the same rounds (the same test selection),
 or the rounds pair up across different benchmarks; a record pairs only with the partner's record of the same
 node id and name, with the same number of samples.
@@ -44,14 +47,52 @@ from typing import Callable, Optional
 
 ROLES = ("baseline", "candidate")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
+#: the files a pair keeps in its directory (``baseline`` is the records folder)
+OWN_FILES = frozenset({"turn", "baseline"} | {f"{r}.state" for r in ROLES} | {f"{r}.fifo" for r in ROLES})
+#: the temp file of an atomic write (``_write_atomic``): ``.<name>.<pid>.tmp``
+_TEMP = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")
+#: a published record (``record_file_name``)
+_RECORD = re.compile(r".*-[0-9a-f]{16}\.json")
 
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _own_record(name: str) -> bool:
+    """A published record of ``baseline/``, or the temp file of its atomic write."""
+    temp = _TEMP.fullmatch(name)
+    return _RECORD.fullmatch(temp.group("name") if temp else name) is not None
+
+
+def _own_top(name: str) -> bool:
+    """One of ``OWN_FILES``, or the temp file of its atomic write."""
+    temp = _TEMP.fullmatch(name)
+    return (temp.group("name") if temp else name) in OWN_FILES
+
+
+def foreign_entries(directory: Path) -> list[str]:
+    """What ``directory`` holds besides a lockstep pair's own files, as paths relative to it (sorted; a folder
+    ends in ``/``); [] for a missing or empty directory. Own: ``turn``, ``<role>.state``, ``<role>.fifo``, the
+    ``baseline/`` folder with published records, and the hidden temp files of the atomic writes of these."""
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:  # missing, not a directory, unreadable: start() says so when it cannot use it
+        return []
+    foreign = []
+    for entry in entries:
+        if entry.name == "baseline" and entry.is_dir() and not entry.is_symlink():
+            try:
+                inside = sorted(entry.iterdir())
+            except OSError:
+                inside = []
+            foreign.extend(f"baseline/{e.name}" + ("/" if e.is_dir() else "") for e in inside
+                           if not (e.is_file() and _own_record(e.name)))
+        elif entry.name == "baseline" or not _own_top(entry.name):
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
 
 
 def _read(path: Path) -> Optional[str]:
@@ -137,6 +178,13 @@ class Turnstile:
             raise InterleaveError(f"--llmeff-interleave={self.directory}: the directory holds the files of an "
                                   f"earlier pair ({self.state_path(self.role).name} exists); give each pair a new "
                                   "or empty directory")
+        foreign = foreign_entries(self.directory)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" (and {len(foreign) - 5} more)" if len(foreign) > 5 else "")
+            raise InterleaveError(
+                f"--llmeff-interleave={self.directory}: the directory holds what is not the lockstep's own: "
+                f"{shown}; it may hold only the pair's files (turn, baseline.state, candidate.state, "
+                "baseline.fifo, candidate.fifo, baseline/ with its records); give each pair a new or empty directory")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self.records_dir.mkdir(exist_ok=True)

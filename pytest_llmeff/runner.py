@@ -1,6 +1,7 @@
 """The standard measurement protocol for one variant.
 
-1. The batch: ``batch_size`` prompts (the prompt list cycled), tokenized once with left padding.
+1. The batch: ``batch_size`` prompts (the prompt list cycled), tokenized once with left padding. A padded prompt
+   plus the new tokens longer than the model's context is a warning (generation runs past the trained positions).
 2. ``warmup`` untimed generate() calls.
 3. ``rounds`` timed calls of greedy, fixed-length generate() (EOS suppressed so each round does the same work)
    under ``torch.inference_mode``. Per round: perf_counter around ``model.generate`` (CUDA-synchronized),
@@ -22,13 +23,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from pytest_llmeff.measure.energy import Measurement
 from pytest_llmeff.measure.flops import FlopsCounter, analytic_generate_flops
 from pytest_llmeff.measure.memory import PeakMemory
+from pytest_llmeff.measure.meter import Measurement, Meter
 from pytest_llmeff.measure.timing import make_timestamp_processor, step_times
 
 MAX_REPEATS = 1000
 CV_WARN = 0.10
+#: a tokenizer's ``model_max_length`` at or above this is transformers' "unknown" placeholder (int(1e30)), not
+#: a context length
+SANE_CONTEXT_MAX = 10**9
+#: config attributes that state a model's context length in positions, in order of preference
+CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 
 
 @dataclass
@@ -74,24 +80,52 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def _is_real(meter) -> bool:
-    """A physical meter (RAPL, NVML): every meter class says so with its ``estimated`` attribute."""
+def _is_real(meter: Optional[Meter]) -> bool:
+    """A physical meter (RAPL, NVML): every meter says so with its ``estimated`` attribute."""
     return meter is not None and not meter.estimated
 
 
-def _repeats_for(meter, seconds_per_call: float) -> int:
-    resolution = float(getattr(meter, "resolution_s", 0.0) or 0.0)
+def _repeats_for(meter: Meter, seconds_per_call: float) -> int:
+    resolution = float(meter.resolution_s)
     if resolution <= 0 or seconds_per_call <= 0 or seconds_per_call >= 2 * resolution:
         return 1
     return min(MAX_REPEATS, math.ceil(2 * resolution / seconds_per_call))
 
 
-def _energy_window(meter, work, repeats: int, device: str) -> Measurement:
+def _energy_window(meter: Meter, work, repeats: int, device: str) -> Measurement:
     start = meter.begin()
     for _ in range(repeats):
         work()
     _sync(device)
     return meter.end(start)
+
+
+def context_length(loaded) -> Optional[tuple[int, str]]:
+    """The model's context length in positions and where it was read: the config's ``max_position_embeddings``
+    (or ``n_positions`` / ``max_sequence_length``), else the tokenizer's ``model_max_length`` when it is a real
+    number (not transformers' 1e30 "unknown"); None when neither says."""
+    config = getattr(loaded.model, "config", None)
+    configs = [config, getattr(config, "text_config", None)] if config is not None else []
+    for cfg in configs:
+        for attr in CONTEXT_ATTRS:
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value < SANE_CONTEXT_MAX:
+                return value, f"config.{attr}"
+    value = getattr(loaded.tokenizer, "model_max_length", None)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < SANE_CONTEXT_MAX:
+        return value, "tokenizer.model_max_length"
+    return None
+
+
+def context_warning(prompt_tokens: int, max_new_tokens: int, context: Optional[tuple[int, str]]) -> Optional[str]:
+    """A warning when ``prompt_tokens`` (the padded prompt length) + ``max_new_tokens`` exceed the model's
+    context; None when they fit or the context is unknown."""
+    if context is None or prompt_tokens + max_new_tokens <= context[0]:
+        return None
+    limit, source = context
+    return (f"prompt of {prompt_tokens} tokens (padded) + {max_new_tokens} new tokens = "
+            f"{prompt_tokens + max_new_tokens} positions exceeds the model's context length of {limit} ({source}): "
+            f"positions beyond the context were generated, results may not mean anything")
 
 
 def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
@@ -103,7 +137,7 @@ def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
 
 
 def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, rounds: int, warmup: int,
-        meter, count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
+        meter: Optional[Meter], count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
         peak_tflops: Optional[float] = None, after_round: Optional[Callable[[], None]] = None) -> Measured:
     """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples.
 
@@ -114,6 +148,9 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
     inputs = loaded.encode(batch)
     device = loaded.device
     measured = Measured()
+    too_long = context_warning(int(inputs["input_ids"].shape[1]), max_new_tokens, context_length(loaded))
+    if too_long:  # a warning, not an error: RoPE models run past it (e.g. to probe long-context behaviour)
+        measured.warnings.append(too_long)
 
     def generate():
         return loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
@@ -192,8 +229,8 @@ def _analytic(loaded, batch_size: int, gen) -> Optional[int]:
     return analytic_generate_flops(config, batch_size, gen.padded_prompt_len, gen.steps)
 
 
-def _energy_phase(measured: Measured, meter, round_energy: list[Measurement], latencies: list[float], generate,
-                  inputs, loaded, ctx: EnergyContext, batch_size: int) -> None:
+def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measurement], latencies: list[float],
+                  generate, inputs, loaded, ctx: EnergyContext, batch_size: int) -> None:
     device = loaded.device
     real = _is_real(meter)
     median_latency = statistics.median(latencies)
@@ -238,7 +275,7 @@ def _energy_phase(measured: Measured, meter, round_energy: list[Measurement], la
             if ctx.idle_requested:
                 measured.warnings.append("idle subtraction is not meaningful for an estimate: energy_net_j "
                                          "is not reported")
-    for note in getattr(meter, "fallback_notes", []) or []:
+    for note in meter.fallback_notes:
         measured.warnings.append(f"energy meter fallback: {note}")
     if not seen:
         return

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from pytest_llmeff import runner  # noqa: E402
 from pytest_llmeff.measure.carbon import UnknownCountry, co2_g, intensity_g_per_kwh  # noqa: E402
 from pytest_llmeff.measure.conditions import cpu_governor_warning  # noqa: E402
-from pytest_llmeff.measure.energy import Measurement  # noqa: E402
+from pytest_llmeff.measure.meter import Measurement, Meter  # noqa: E402
 
 BENCH = """
 import pytest
@@ -125,7 +125,7 @@ def test_auto_falls_back_to_the_estimate_and_says_why(llmeff_pytester, run_with_
     warnings = " | ".join(bench["warnings"])
     assert "energy meter fallback: rapl: no powercap directory" in warnings
     assert "idle subtraction is not meaningful for an estimate" in warnings
-    result.stdout.fnmatch_lines(["warning: energy is an estimate*"])
+    result.stdout.fnmatch_lines(["warning: tiny-random-llama-fp32-b2: energy is an estimate*"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -156,7 +156,7 @@ def test_forced_nvml_without_a_gpu_is_a_usage_error(llmeff_pytester):
 
 
 class _SlowMeter:
-    """A real-meter stand-in with a coarse resolution and a known constant power."""
+    """A real-meter stand-in with a coarse resolution and a known constant power (a full ``Meter``)."""
 
     resolution_s = 0.05
     estimated = False
@@ -165,6 +165,13 @@ class _SlowMeter:
     def __init__(self, watts=10.0):
         self.watts = watts
         self.windows = 0
+
+    @property
+    def fallback_notes(self):
+        return []
+
+    def gpu_processes(self):
+        return []
 
     def begin(self):
         self.windows += 1
@@ -189,6 +196,7 @@ def test_short_windows_are_repeated_until_the_meter_can_resolve_them(tiny_model)
         tiny_model.generate_ids(inputs, 3, fixed_length=True)
         one.append(time.perf_counter() - t0)
     meter = _SlowMeter()
+    assert isinstance(meter, Meter)
     meter.resolution_s = 3 * statistics.median(one)  # one generate is a third of what the meter resolves
     measured = runner.run(tiny_model, ["hello there"], batch_size=1, max_new_tokens=3, rounds=3, warmup=1,
                           meter=meter, count_flops=False, energy_ctx=runner.EnergyContext(country_iso3="USA"))

@@ -115,6 +115,54 @@ def test_a_directory_left_by_an_earlier_pair_is_refused(tmp_path):
         Turnstile(tmp_path / "pair", "baseline").start()
 
 
+def test_a_directory_holding_an_unrelated_file_is_refused_at_once(tmp_path):
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    (pair / "notes.txt").write_text("not a lockstep file")
+    (pair / "results").mkdir()
+    started = time.monotonic()
+    with pytest.raises(InterleaveError) as info:
+        Turnstile(pair, "candidate", start_timeout_s=10).start()
+    assert time.monotonic() - started < 5  # refused, not waited out
+    message = str(info.value)
+    assert message == (f"--llmeff-interleave={pair}: the directory holds what is not the lockstep's own: notes.txt, "
+                       "results/; it may hold only the pair's files (turn, baseline.state, candidate.state, "
+                       "baseline.fifo, candidate.fifo, baseline/ with its records); give each pair a new or empty "
+                       "directory")
+    assert "\n" not in message
+    assert sorted(p.name for p in pair.iterdir()) == ["notes.txt", "results"]  # nothing of ours was left there
+
+
+def test_an_unrelated_file_among_the_records_or_instead_of_them_is_refused(tmp_path):
+    pair = tmp_path / "pair"
+    (pair / "baseline").mkdir(parents=True)
+    (pair / "baseline" / "summary.csv").write_text("x")
+    with pytest.raises(InterleaveError, match=r"not the lockstep's own: baseline/summary.csv; it may hold only"):
+        Turnstile(pair, "baseline", start_timeout_s=10).start()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "baseline").write_text("a file where the records folder goes")
+    with pytest.raises(InterleaveError, match=r"not the lockstep's own: baseline; it may hold only"):
+        Turnstile(other, "candidate", start_timeout_s=10).start()
+
+
+def test_a_live_partners_files_and_atomic_write_temp_files_are_allowed(tmp_path):
+    pair = tmp_path / "pair"
+    base = Turnstile(pair, "baseline", start_timeout_s=30)
+    base.start()  # the baseline's turn at once
+    base.publish("t.py::test_x", "test_x", "{}")
+    # atomic writes in flight: the partner's state, the turn, a record
+    (pair / f".baseline.state.{os.getpid()}.tmp").write_text("running 1")
+    (pair / ".turn.99999.tmp").write_text("candidate")
+    (pair / "baseline" / f".{record_file_name('t.py::test_y', 'test_y')}.99999.tmp").write_text("{")
+    base.pass_turn()
+    cand = Turnstile(pair, "candidate", start_timeout_s=30)
+    cand.start()  # its turn: returns at once
+    assert not cand.alone
+    cand.finish()
+    base.finish()
+
+
 def test_record_file_names_are_safe():
     name = record_file_name("../../etc/passwd::test[a/b]", "x/../y")
     assert "/" not in name and not name.startswith(".") and name.endswith(".json")
@@ -182,6 +230,20 @@ def test_bad_interleave_timeout_is_a_usage_error(llmeff_pytester, monkeypatch):
     result = llmeff_pytester.runpytest_subprocess("--llmeff-interleave=pair", "--llmeff-role=candidate")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*LLMEFF_INTERLEAVE_TIMEOUT_S='soon' is not a number; give a number > 0*"])
+
+
+def test_an_unrelated_file_in_the_interleave_directory_is_a_usage_error(llmeff_pytester, monkeypatch):
+    monkeypatch.setenv("LLMEFF_INTERLEAVE_TIMEOUT_S", "20")  # what a side would otherwise wait for its partner
+    llmeff_pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    pair = llmeff_pytester.path / "pair"
+    pair.mkdir()
+    (pair / "notes.txt").write_text("x")
+    started = time.monotonic()
+    result = llmeff_pytester.runpytest_subprocess(f"--llmeff-interleave={pair}", "--llmeff-role=candidate")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert time.monotonic() - started < 20  # refused, not waited out
+    result.stderr.fnmatch_lines([f"*pytest-llmeff: --llmeff-interleave={pair}: the directory holds what is not the "
+                                 "lockstep's own: notes.txt; it may hold only the pair's files*"])
 
 
 # --- two real pytest runs in lockstep ----------------------------------------------------------------------

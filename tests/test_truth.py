@@ -186,17 +186,30 @@ def test_energy_tracker_co2_is_energy_times_grid_intensity_for_any_meter():
     """A physical meter gives no CO2 itself: the tracker applies the same rule as the records (energy x intensity)."""
     pytest.importorskip("codecarbon")
     from pytest_llmeff.measure.carbon import intensity_g_per_kwh
-    from pytest_llmeff.measure.energy import EnergyTracker, Measurement
+    from pytest_llmeff.measure.energy import EnergyTracker
+    from pytest_llmeff.measure.meter import Measurement, Meter
 
     class TenJouleMeter:
+        """Ten joules per window, a full ``Meter``."""
+
         estimated = False
         method = "fake:10J"
+        resolution_s = 0.0
+        fallback_notes: list = []
 
         def begin(self):
             return 0.0
 
         def end(self, start):
             return Measurement(energy_j=10.0, duration_s=1.0, method=self.method, estimated=False)
+
+        def gpu_processes(self):
+            return []
+
+        def close(self):
+            pass
+
+    assert isinstance(TenJouleMeter(), Meter)
 
     with EnergyTracker(TenJouleMeter(), "FRA").measure() as e:
         pass

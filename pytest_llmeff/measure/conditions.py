@@ -6,6 +6,8 @@ import glob
 from pathlib import Path
 from typing import Optional
 
+from pytest_llmeff.measure.meter import Meter
+
 
 def cpu_governor_warning(root: str = "/sys/devices/system/cpu") -> Optional[str]:
     """A warning when a readable CPU frequency governor is not ``performance``; None when fine or unreadable."""
@@ -22,14 +24,14 @@ def cpu_governor_warning(root: str = "/sys/devices/system/cpu") -> Optional[str]
     return None
 
 
-def gpu_sharing_warning(meter) -> Optional[str]:
-    """A warning when NVML sees other processes on the measured GPUs (their work lands in our energy)."""
-    lister = getattr(meter, "gpu_processes", None)
-    if lister is None:
+def gpu_sharing_warning(meter: Optional[Meter]) -> Optional[str]:
+    """A warning when the meter sees other processes on the measured GPUs (their work lands in our energy);
+    None without a meter, or when it sees none (``Meter.gpu_processes`` is ``[]`` for a meter of no GPU)."""
+    if meter is None:
         return None
     try:
-        others = lister()
-    except Exception:
+        others = meter.gpu_processes()
+    except Exception:  # a failing driver query must not fail the benchmark: no warning rather than an error
         return None
     if others:
         pids = ", ".join(str(p.get("pid")) for p in others[:5])

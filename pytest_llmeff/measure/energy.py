@@ -2,7 +2,8 @@
 
 Backed here by CodeCarbon's offline tracker. On a machine without RAPL or NVML it models CPU power from load
 and RAM power from its size, so its figures are ESTIMATES and are labelled ``estimated=True`` with the mode in
-``method``. A device that cannot be read gives None, never an invented number.
+``method``. A device that cannot be read gives None, never an invented number. ``Measurement`` and the ``Meter``
+interface live in ``meter.py`` (``Measurement`` is still importable from here).
 """
 
 from __future__ import annotations
@@ -10,43 +11,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
+
+from pytest_llmeff.measure.meter import Measurement, Meter  # noqa: F401  (Measurement's old home)
 
 KWH_TO_J = 3.6e6
 
 
-@dataclass
-class Measurement:
-    """One energy window.
-
-    energy_j: joules over the window (None when no backend could measure).
-    duration_s: wall seconds of the window.
-    method: how: e.g. ``codecarbon:cpu=cpu_load,ram=constant`` or ``off``.
-    estimated: True unless a physical meter was read for every device counted.
-    co2_g: grams of CO2-equivalent (energy x grid intensity of ``country_iso_code``), None without energy.
-    devices: joules per device (``cpu``, ``ram``, ``gpu``); None for a device that could not be read.
-    """
-
-    energy_j: Optional[float] = None
-    duration_s: float = 0.0
-    method: str = "off"
-    estimated: bool = True
-    co2_g: Optional[float] = None
-    country_iso_code: Optional[str] = None
-    devices: dict[str, Optional[float]] = field(default_factory=dict)
-
-
 class CodeCarbonMeter:
     """One OfflineEmissionsTracker for the whole session (its first start costs ~0.4 s); each window is a
-    CodeCarbon task. Its figures are estimates; ``resolution_s`` is its power-sampling period."""
+    CodeCarbon task. Its figures are estimates; ``resolution_s`` is its power-sampling period.
 
-    resolution_s = 1.0
+    fallback_notes: why ``--llmeff-energy=auto`` did not use a physical meter (``make_meter`` passes them)."""
+
+    resolution_s = 1.0  # seconds: CodeCarbon samples power once a second (measure_power_secs=1)
     estimated = True  # CodeCarbon models power here; physical meters are RaplMeter and NvmlMeter
-    fallback_notes: list[str] = []
 
-    def __init__(self, country_iso_code: str = "USA"):
+    def __init__(self, country_iso_code: str = "USA", fallback_notes: Sequence[str] = ()):
         self.country_iso_code = country_iso_code
+        self._fallback_notes = tuple(fallback_notes)
         self._tracker = None
         self._error: Optional[str] = None
         self._task = 0
@@ -109,6 +92,13 @@ class CodeCarbonMeter:
         return Measurement(energy_j=energy_j, duration_s=duration, method=self.method,
                            estimated=True, country_iso_code=self.country_iso_code, devices=devices)
 
+    @property
+    def fallback_notes(self) -> list[str]:
+        return list(self._fallback_notes)
+
+    def gpu_processes(self) -> list[dict]:
+        return []  # CodeCarbon does not list the processes on a GPU
+
     def _has_gpu(self) -> bool:
         return any(type(hw).__name__.lower() == "gpu" for hw in getattr(self._tracker, "_hardware", []))
 
@@ -126,7 +116,7 @@ class EnergyTracker:
     ``co2_g`` is energy x the grid intensity of ``country_iso3`` (CodeCarbon's data), whichever meter read the
     energy: the same rule as the benchmark records, so the two agree."""
 
-    def __init__(self, meter, country_iso3: Optional[str] = None):
+    def __init__(self, meter: Meter, country_iso3: Optional[str] = None):
         self.meter = meter
         self.country_iso3 = country_iso3
 

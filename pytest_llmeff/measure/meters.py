@@ -3,41 +3,20 @@
 ``auto`` prefers real meters: NVML for a CUDA variant, else RAPL where its counters are readable, else the
 CodeCarbon estimate (labelled ``estimated``). An explicitly requested backend that cannot be read is an error
 (``MeterUnavailable``); ``auto`` falls back and says why in the method.
-Every meter has ``begin() -> start``, ``end(start) -> Measurement``, ``method``, ``resolution_s`` and ``close()``.
+Every meter implements ``meter.Meter`` (the interface, with ``Measurement`` and ``OffMeter``, lives in meter.py).
 """
 
 from __future__ import annotations
 
 from pytest_llmeff.errors import MeterUnavailable  # noqa: F401  (its old home; defined in errors.py)
 
-import time
 from typing import Optional
 
-from pytest_llmeff.measure.energy import CodeCarbonMeter, Measurement
+from pytest_llmeff.measure.energy import CodeCarbonMeter
+from pytest_llmeff.measure.meter import Measurement, Meter, OffMeter  # noqa: F401  (OffMeter's old home)
 
 BACKENDS = ("auto", "nvml", "rapl", "codecarbon", "off")
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
-
-
-
-
-class OffMeter:
-    """``--llmeff-energy=off``: no energy figures at all."""
-
-    resolution_s = 0.0
-    estimated = True
-
-    def __init__(self, reason: str = "off (--llmeff-energy=off)"):
-        self.method = reason
-
-    def begin(self) -> float:
-        return time.perf_counter()
-
-    def end(self, start: float) -> Measurement:
-        return Measurement(energy_j=None, duration_s=time.perf_counter() - start, method=self.method)
-
-    def close(self) -> None:
-        pass
 
 
 def _cuda_index(device: str) -> Optional[int]:
@@ -61,7 +40,7 @@ def check_backend(kind: str, powercap_root: str = DEFAULT_POWERCAP_ROOT) -> Opti
     return None
 
 
-def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = DEFAULT_POWERCAP_ROOT):
+def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = DEFAULT_POWERCAP_ROOT) -> Meter:
     """The meter for a variant on ``device``. Raises MeterUnavailable for an explicit backend that fails."""
     if kind not in BACKENDS:
         raise MeterUnavailable(f"--llmeff-energy={kind!r} is not one of {', '.join(BACKENDS)}")
@@ -86,13 +65,10 @@ def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = D
         meter = RaplMeter(powercap_root)
         ok, why = meter.available()
         if ok:
-            meter.resolution_s = 0.001  # the counters update about every millisecond
             return meter
         if kind == "rapl":
             raise MeterUnavailable(f"--llmeff-energy=rapl cannot read RAPL: {why}")
         notes.append(f"rapl: {why}")
     if kind == "rapl":
         raise MeterUnavailable(f"--llmeff-energy=rapl measures the CPU package; device {device!r} is a GPU")
-    meter = CodeCarbonMeter(country_iso3)
-    meter.fallback_notes = notes
-    return meter
+    return CodeCarbonMeter(country_iso3, fallback_notes=notes)

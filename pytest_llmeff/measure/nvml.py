@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from pytest_llmeff.measure.energy import Measurement
+from pytest_llmeff.measure.meter import Measurement
 
 MJ_PER_J = 1000.0  # millijoules per joule (and mW*s per J)
 
@@ -143,7 +143,7 @@ class NvmlMeter:
     ``begin()`` returns a ``time.perf_counter()`` start; ``end(start)`` returns a ``Measurement`` with joules per
     GPU in ``devices`` (keys ``cuda:N``; None for a GPU that could not be read) and their sum in ``energy_j`` (None
     unless every GPU was read). Several windows may be open at once. ``co2_g`` is left None. NVML is initialised
-    on first use and shut down by ``close()``.
+    on first use and shut down by ``close()``. Implements ``meter.Meter``.
     """
 
     resolution_s = 0.1  # the NVML energy counter updates about every 100 ms
@@ -382,6 +382,10 @@ class NvmlMeter:
         energy_j = sum(devices.values()) if complete else None
         return Measurement(energy_j=energy_j, duration_s=duration_s, method=self.method,
                            estimated=not complete, devices=devices)
+
+    @property
+    def fallback_notes(self) -> list[str]:
+        return []  # NVML is the first choice for a GPU: no meter was skipped (its own notes are in ``notes``)
 
     def gpu_processes(self) -> list[dict]:
         """Other processes computing on the measured GPUs (our own PID left out), for a measurement warning:

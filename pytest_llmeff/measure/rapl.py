@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from pytest_llmeff.measure.energy import Measurement
+from pytest_llmeff.measure.meter import Measurement
 
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 UJ_PER_J = 1_000_000
@@ -209,15 +209,17 @@ class _Window:
 
 
 class RaplMeter:
-    """Energy windows from RAPL counters, with the interface of ``CodeCarbonMeter``.
+    """Energy windows from RAPL counters (the ``meter.Meter`` interface).
 
     ``begin()`` returns a ``time.perf_counter()`` start and opens a window; ``end(start)`` closes it and returns a
     ``Measurement`` whose ``devices`` gives joules per counted zone (None for a zone whose counter could not be
     read or went backwards with no known range); ``energy_j`` is their sum, None unless every counted zone was
     read. Several windows may be open at once (each ``begin()`` returns its own start). ``co2_g`` is left None.
+    Implements ``meter.Meter``.
     """
 
     estimated = False  # the CPU's own energy counters (a Measurement is estimated if a zone was unreadable)
+    resolution_s = 0.001  # seconds: the counters update about every millisecond
 
     def __init__(self, root: Union[str, Path] = DEFAULT_POWERCAP_ROOT):
         self.root = Path(root)
@@ -324,6 +326,13 @@ class RaplMeter:
         energy_j = sum(window.total_uj.values()) / UJ_PER_J if complete else None  # one division: exact sums
         return Measurement(energy_j=energy_j, duration_s=duration_s, method=self.method,
                            estimated=not complete, devices=devices)
+
+    @property
+    def fallback_notes(self) -> list[str]:
+        return []  # RAPL is what auto falls back *to* on a CPU; it skips nothing itself
+
+    def gpu_processes(self) -> list[dict]:
+        return []  # RAPL measures the CPU packages and DRAM, no GPU
 
     def close(self) -> None:
         """Drop open windows (nothing else is held)."""

@@ -2,7 +2,8 @@
 
 One table per (group, model). Rows are variants; each metric cell is ``median ± stdev`` in a display unit.
 ``*`` marks the best median of a column (by the metric's direction in the one table); ``~`` marks estimated
-energy. Failed or skipped benchmarks are flagged in the outcome column.
+energy. Failed or skipped benchmarks are flagged in the outcome column. Under each table, its footer: every
+warning of its records, one line each, ``warning: <variant id>: <text>``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,18 @@ def _label(record: BenchmarkRecord) -> str:
     return f"{name}[{extra}]" if extra else name
 
 
+def warning_lines(records: list[BenchmarkRecord]) -> list[str]:
+    """The table's footer: each record's warnings, one line each, prefixed with the variant id (a line that
+    repeats exactly, e.g. two benchmarks of one variant, is shown once)."""
+    lines: list[str] = []
+    for r in records:
+        for w in r.warnings:
+            line = f"warning: {r.variant.id}: {w}"
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
 def render(records: list[BenchmarkRecord]) -> str:
     """The whole report as text (empty string when there is nothing to show)."""
     if not records:
@@ -118,6 +131,7 @@ def render(records: list[BenchmarkRecord]) -> str:
         title = f"model: {model}" + (f"   group: {group}" if group else "")
         out.append(title)
         out.append(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
+        out.extend(warning_lines(rows))
         out.append("")
     legend = "median ± stdev over timed rounds; * best in column; ~ estimated (no meter read)"
     if any(r.verdicts or r.limits for r in records):
@@ -125,8 +139,5 @@ def render(records: list[BenchmarkRecord]) -> str:
     energy_methods = sorted({r.energy.method for r in records if r.energy is not None})
     if energy_methods:
         legend += "\nenergy: " + "; ".join(energy_methods)
-    warnings = sorted({w for r in records for w in r.warnings})
     out.append(legend)
-    for w in warnings:
-        out.append(f"warning: {w}")
     return "\n".join(out)
