@@ -44,9 +44,9 @@ def _one_line(nodeid: str, variant_id: str) -> Iterator[None]:
     except LlmeffRunError as exc:
         failure = f"{nodeid}: {exc}"
     if skip is not None:
-        pytest.skip(skip)
+        raise pytest.skip.Exception(skip, allow_module_level=False) from None
     if failure is not None:
-        pytest.fail(failure, pytrace=False)
+        raise pytest.fail.Exception(failure, pytrace=False) from None
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def test_a_real_regression_fails_the_test_itself_with_a_section(llmeff_pytester,
     llmeff_pytester.makepyfile(test_s=slowable_source(rounds=5))
     result = _run(llmeff_pytester, "--llmeff-save=base")
     result.assert_outcomes(passed=1)
-    stored = list((llmeff_pytester.path / ".llmeff").glob("*/base.json"))
+    stored = list((llmeff_pytester.path / ".llmeff" / "baselines").glob("*/base.json"))
     assert len(stored) == 1
 
     monkeypatch.setenv("LLMEFF_TEST_SLOWDOWN", "2.0")  # 3x slower
@@ -81,10 +81,10 @@ def test_autosave_and_ci_outputs(llmeff_pytester, monkeypatch, slowable_source):
     result = _run(llmeff_pytester, "--llmeff-autosave", "--llmeff-markdown=r.md", "--llmeff-csv=r.csv",
                   "--llmeff-benchmark-json=pb.json")
     result.assert_outcomes(passed=1)
-    stored = list((llmeff_pytester.path / ".llmeff").glob("*/0001_*.json"))
+    stored = list((llmeff_pytester.path / ".llmeff" / "baselines").glob("*/0001_*.json"))
     assert len(stored) == 1
     _run(llmeff_pytester, "--llmeff-autosave").assert_outcomes(passed=1)
-    assert len(list((llmeff_pytester.path / ".llmeff").glob("*/0002_*.json"))) == 1
+    assert len(list((llmeff_pytester.path / ".llmeff" / "baselines").glob("*/0002_*.json"))) == 1
     md = (llmeff_pytester.path / "r.md").read_text()
     assert "tiny-random-llama" in md and summary.read_text() == md
     assert "throughput_tok_s" in (llmeff_pytester.path / "r.csv").read_text()

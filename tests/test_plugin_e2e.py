@@ -278,8 +278,10 @@ def test_unwritable_json_path_is_reported_not_an_internal_error(llmeff_pytester)
     blocker.write_text("a file, not a directory")
     result = llmeff_pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--llmeff-json={blocker}/run.json")
     assert "INTERNALERROR" not in result.stdout.str()
-    result.stdout.fnmatch_lines(["*llmeff: ERROR could not write the results file*"])
-    assert result.ret == 1
+    # found before any benchmark runs (a usage error), not after the whole run
+    result.stderr.fnmatch_lines(["ERROR: pytest-llmeff: --llmeff-json=*/blocker/run.json cannot be written: "
+                                 "*/blocker is a file, not a folder"])
+    assert result.ret == 4
 
 
 def test_default_json_path_and_atomic_write(llmeff_pytester):
