@@ -145,7 +145,8 @@ def worker(args) -> int:
     """One side of the lockstep pair (``--worker baseline|candidate``): every session of the plan, taking turns
     with the other worker round by round through ``pytest_llmeff.interleave.Turnstile`` (what
     ``--llmeff-interleave`` does in a pytest run). The candidate runs the slowed model in A/B comparisons.
-    Writes one JSON line of samples per session to ``<dir>/<role>.jsonl``."""
+    Takes turns in ``<dir>/pair`` (which holds the turnstile's files only) and writes one JSON line of samples per
+    session to ``<dir>/<role>.jsonl``."""
     import json
 
     from pytest_llmeff.interleave import Turnstile
@@ -154,7 +155,7 @@ def worker(args) -> int:
     with tempfile.TemporaryDirectory(prefix=f"llmeff-gate-{args.worker}-") as tmp:
         model = build_model(args.model, Path(tmp))
         slowed = SlowedModel(model, args.slowdown / 100.0)
-        turnstile = Turnstile(directory, args.worker, start_timeout_s=300)
+        turnstile = Turnstile(directory / "pair", args.worker, start_timeout_s=300)
         turnstile.start()
         with open(directory / f"{args.worker}.jsonl", "w", encoding="utf-8") as out:
             for kind in plan(args.comparisons):
