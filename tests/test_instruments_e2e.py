@@ -107,8 +107,10 @@ def test_forced_rapl_reads_the_counters_exactly_not_estimated(llmeff_pytester, t
     assert bench["energy"]["estimated"] is False and bench["energy"]["method"].startswith("rapl:")
     m = bench["metrics"]
     # the fake package draws 20 W: energy per generate = 20 W x its window (within the ticker's 0.5 ms steps)
+    # the energy window holds the timed generate plus the meter's begin/end; on a loaded 2-core machine the ticker
+    # (another process's thread) may add tens of ms, so the bound above is looser than the one below
     for e, lat in zip(m["energy_j"]["samples"], m["latency_s"]["samples"]):
-        assert e == pytest.approx(20.0 * lat, rel=0.25, abs=0.02)
+        assert 20.0 * lat * 0.9 - 0.02 <= e <= 20.0 * lat * 1.6 + 0.05, (e, lat)
     # idle power was measured on the same (constant 20 W) meter, so the net energy is ~0
     for net, e in zip(m["energy_net_j"]["samples"], m["energy_j"]["samples"]):
         assert abs(net) < 0.1 * e + 0.02, (net, e)
