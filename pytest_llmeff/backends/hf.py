@@ -177,6 +177,18 @@ def resolve_path(variant: Variant, cache_root: Path, progress=None) -> tuple[Pat
     return _local_hub_snapshot(variant.model, variant.revision), None
 
 
+def _attempt(variant: Variant, cache_root: Path, device: str, progress) -> tuple:
+    """Resolve, check the memory fit and load once: (path, the LoadedModel or None, the failure's one line)."""
+    path, converted_s = resolve_path(variant, cache_root, progress)
+    memory_fit.check_fits(variant, path, device)
+    try:
+        return path, _load_from(path, variant, device, converted_s), None
+    except (ModelSourceError, VariantUnsupported):
+        raise
+    except Exception as exc:
+        return path, None, f"{type(exc).__name__}: {integrity.one_line(exc)}"
+
+
 def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], None]] = None) -> LoadedModel:
     """Load ``variant``: resolve its weights (converting once if needed), then load model and tokenizer.
 
@@ -191,15 +203,9 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VariantUnsupported(f"device={variant.device!r} needs CUDA, which is not available here")
     check_supported(variant, device)
-    path, converted_s = resolve_path(variant, cache_root, progress)
-    memory_fit.check_fits(variant, path, device)
-    failure = None
-    try:
-        return _load_from(path, variant, device, converted_s)
-    except (ModelSourceError, VariantUnsupported):
-        raise
-    except Exception as exc:
-        failure = f"{type(exc).__name__}: {integrity.one_line(exc)}"
+    path, loaded, failure = _attempt(variant, cache_root, device, progress)
+    if loaded is not None:
+        return loaded
     # outside the except block: the failed load's frames (and any half-loaded weights) are released
     owned = variant.model_source in ("alias", "gguf") and integrity.is_plugin_entry(path, cache_root)
     if owned:
@@ -210,14 +216,9 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
     if not owned:
         raise ModelSourceError(f"{variant.model}: cannot load from {path} ({failure})")
     integrity.ensure_usable(path, cache_root, progress, problem=what)  # discards it, or raises if rebuilt before
-    path, converted_s = resolve_path(variant, cache_root, progress)
-    memory_fit.check_fits(variant, path, device)
-    try:
-        return _load_from(path, variant, device, converted_s)
-    except (ModelSourceError, VariantUnsupported):
-        raise
-    except Exception as exc:
-        failure = f"{type(exc).__name__}: {integrity.one_line(exc)}"
+    path, loaded, failure = _attempt(variant, cache_root, device, progress)
+    if loaded is not None:
+        return loaded
     raise ModelSourceError(f"{variant.model}: cannot load from {path} even after rebuilding it ({failure})")
 
 
