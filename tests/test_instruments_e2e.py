@@ -111,9 +111,11 @@ def test_forced_rapl_reads_the_counters_exactly_not_estimated(llmeff_pytester, t
     # (another process's thread) may add tens of ms, so the bound above is looser than the one below
     for e, lat in zip(m["energy_j"]["samples"], m["latency_s"]["samples"]):
         assert 20.0 * lat * 0.9 - 0.02 <= e <= 20.0 * lat * 1.6 + 0.05, (e, lat)
-    # idle power was measured on the same (constant 20 W) meter, so the net energy is ~0
+    # idle power was measured on the same (constant 20 W) meter, so the net energy is ~0; the ticker may lag a few ms
+    # behind the clock on a loaded machine (CI saw 4.5 ms = 0.09 J), while a meter that forgot to subtract idle gives
+    # net == e and one that subtracted it twice gives net == -e
     for net, e in zip(m["energy_net_j"]["samples"], m["energy_j"]["samples"]):
-        assert abs(net) < 0.1 * e + 0.02, (net, e)
+        assert abs(net) < 0.3 * e + 0.05, (net, e)
     assert not any("estimate" in w for w in bench["warnings"])
 
 
