@@ -1,6 +1,7 @@
 """The result records (pydantic) and their atomic JSON I/O.
 
-Schema ``pytest-llmeff/1``. Every number here is a measurement or is labelled an estimate.
+Schema ``pytest-llmeff/1.1`` (1.1 added intervals, percentile reasons, the stop rule, the time breakdown and the
+per-round CPU contention; every 1.1 field is optional, so ``pytest-llmeff/1`` files still read). Every number here is a measurement or is labelled an estimate.
 The JSON Schema shipped in ``pytest_llmeff/schema/run-1.schema.json`` is generated from ``Run``.
 """
 
@@ -19,24 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pytest_llmeff.errors import StorageError
 from pytest_llmeff.metrics import spec_for
 
-SCHEMA_ID = "pytest-llmeff/1"
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default method) on already sorted data."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+SCHEMA_ID = "pytest-llmeff/1.1"
+READABLE_SCHEMAS = ("pytest-llmeff/1", "pytest-llmeff/1.1")
 
 
 class Metric(BaseModel):
-    """One metric of one benchmark: its raw samples (one per timed round, or one for a
-    once-per-variant figure such as ``load_s``) and their summary statistics.
+    """One metric of one benchmark: its raw samples (one per timed round, one per generated token for
+    ``itl_s``, or one for a once-per-variant figure such as ``load_s``) and their summary statistics, all in
+    ``unit``.
 
-    ``stdev`` is the sample standard deviation (n-1), 0.0 when n == 1.
+    ``stdev`` is the sample standard deviation (n-1), 0.0 when n == 1. ``mean`` of a rate (unit ending ``/s``) is
+    total work / total time (the harmonic mean of the per-round rates). ``ci_low``/``ci_high``: the distribution-
+    free ``ci_level`` interval of the median (``stats.median_ci``), None with fewer than 6 samples; ``ci_rel``: its
+    larger half-width as a fraction of the median. ``p90`` needs n >= 10 and ``p99`` n >= 100; otherwise they are
+    None and ``percentile_note`` says why.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -50,35 +47,52 @@ class Metric(BaseModel):
     stdev: float
     min: float
     max: float
-    p90: float
-    p99: float
+    p90: Optional[float] = None
+    p99: Optional[float] = None
+    percentile_note: Optional[str] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    ci_level: Optional[float] = None
+    ci_rel: Optional[float] = None
 
     @classmethod
     def from_samples(cls, name: str, samples: list[float]) -> "Metric":
         """Summarise ``samples`` for the declared metric ``name`` (unit and direction come from the table)."""
         if not samples:
             raise ValueError(f"metric {name!r} has no samples")
-        from pytest_benchmark.stats import Stats  # pytest-benchmark's own statistics helper
+        import statistics as st
+
+        from pytest_llmeff import stats
 
         spec = spec_for(name)
         values = [float(v) for v in samples]
-        stats = Stats()
-        for v in values:
-            stats.update(v)
-        ordered = sorted(values)
+        median = st.median(values)
+        sampled = spec.sampling != "once"  # a once-per-variant figure has no distribution to summarise
+        p90, why90 = stats.percentile(values, 0.90) if sampled else (None, None)
+        p99, why99 = stats.percentile(values, 0.99) if sampled else (None, None)
+        ci = stats.median_ci(values) if sampled else None
         return cls(
             unit=spec.unit,
             direction=spec.direction,
             samples=values,
             n=len(values),
-            mean=stats.mean,
-            median=stats.median,
-            stdev=stats.stddev,
-            min=stats.min,
-            max=stats.max,
-            p90=_percentile(ordered, 0.90),
-            p99=_percentile(ordered, 0.99),
+            mean=stats.mean(values, spec.unit),
+            median=median,
+            stdev=st.stdev(values) if len(values) > 1 else 0.0,
+            min=min(values),
+            max=max(values),
+            p90=p90,
+            p99=p99,
+            percentile_note="; ".join(w for w in (why90, why99) if w) or None,
+            ci_low=ci[0] if ci else None,
+            ci_high=ci[1] if ci else None,
+            ci_level=stats.CONFIDENCE if ci else None,
+            ci_rel=stats.relative_half_width(median, ci),
         )
+
+    @property
+    def has_interval(self) -> bool:
+        return self.ci_low is not None and self.ci_high is not None
 
 
 class EnergyInfo(BaseModel):
@@ -161,6 +175,45 @@ class LimitRecord(BaseModel):
     message: str
 
 
+class StopInfo(BaseModel):
+    """Why the timed rounds of a benchmark stopped.
+
+    reason: ``target_ci`` (every precision metric's 95% median interval within ``target_ci_rel`` of its median),
+    ``max_time`` (the timed rounds reached ``max_time_s``), ``max_rounds``, or ``fixed_rounds`` (an explicit
+    ``rounds=``, or lockstep A/B). ``achieved_ci_rel``: each precision metric's relative half-width when it
+    stopped (None without an interval).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["target_ci", "max_time", "max_rounds", "fixed_rounds"]
+    rounds: int
+    timed_s: float
+    target_ci_rel: Optional[float] = None
+    max_time_s: Optional[float] = None
+    min_rounds: Optional[int] = None
+    max_rounds: Optional[int] = None
+    precision_metrics: list[str] = Field(default_factory=list)
+    achieved_ci_rel: dict[str, Optional[float]] = Field(default_factory=dict)
+
+
+class RoundContention(BaseModel):
+    """What else used the CPU during one timed round (from ``/proc``).
+
+    load_avg_1m: the 1-minute load average at the round's end; other_cpu_s: CPU seconds the rest of the machine
+    (every process but this one) used during the round; steal_s: CPU seconds the hypervisor took; competed: True
+    when the other processes' CPU or the steal exceeded the threshold of ``measure/contention.py``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int
+    load_avg_1m: Optional[float] = None
+    other_cpu_s: Optional[float] = None
+    steal_s: Optional[float] = None
+    competed: bool = False
+
+
 class BenchmarkRecord(BaseModel):
     """One benchmark: one ``llm_benchmark()`` call of one test variant."""
 
@@ -182,6 +235,9 @@ class BenchmarkRecord(BaseModel):
     verdicts: list[VerdictRecord] = Field(default_factory=list)
     limits: list[LimitRecord] = Field(default_factory=list)
     extra_info: dict[str, Any] = Field(default_factory=dict)
+    stop: Optional[StopInfo] = None  # why the timed rounds stopped (schema 1.1)
+    time_s: dict[str, float] = Field(default_factory=dict)  # where the benchmark's time went, seconds per phase
+    contention: list[RoundContention] = Field(default_factory=list)  # other CPU work during each timed round
     interleaved: bool = False  # every timed round alternated with a lockstep partner's (--llmeff-interleave)
 
     @property
@@ -230,7 +286,7 @@ class Run(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    schema_id: Literal["pytest-llmeff/1"] = Field(SCHEMA_ID, alias="schema")
+    schema_id: Literal["pytest-llmeff/1", "pytest-llmeff/1.1"] = Field(SCHEMA_ID, alias="schema")
     started_at: str
     finished_at: str
     machine: MachineInfo
@@ -247,6 +303,7 @@ class Run(BaseModel):
     complete: bool = True  # every collected benchmark test ran to its end
     stop_reason: Optional[str] = None  # why it ended early, e.g. "interrupted (SIGTERM)", "stopped early (-x)"
     unfinished: list[str] = Field(default_factory=list)  # node ids of benchmark tests that did not run to the end
+    time_s: dict[str, float] = Field(default_factory=dict)  # the benchmarks' time per phase, summed, and "total"
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
@@ -305,7 +362,7 @@ def write_run(run: Run, path: Path) -> Path:
     return Path(path)
 
 
-_SCHEMA_VERSION = re.compile(r"^pytest-llmeff/(\d+)$")
+_SCHEMA_VERSION = re.compile(r"^pytest-llmeff/(\d+)(?:\.(\d+))?$")
 
 
 def shown_path(path) -> str:
@@ -397,10 +454,11 @@ def read_run(path: Path) -> Run:
     if "schema" not in data:
         raise _unreadable(path, f'no "schema" field; not a {SCHEMA_ID} run file')
     schema = data["schema"]
-    if schema != SCHEMA_ID:
+    if schema not in READABLE_SCHEMAS:
         version = _SCHEMA_VERSION.match(schema) if isinstance(schema, str) else None
-        supported = int(_SCHEMA_VERSION.match(SCHEMA_ID).group(1))  # type: ignore[union-attr]
-        if version and int(version.group(1)) > supported:
+        ours = _SCHEMA_VERSION.match(SCHEMA_ID)
+        supported = (int(ours.group(1)), int(ours.group(2) or 0))  # type: ignore[union-attr]
+        if version and (int(version.group(1)), int(version.group(2) or 0)) > supported:
             raise _unreadable(path, f"schema {schema!r} is newer than this pytest-llmeff reads ({SCHEMA_ID!r}); "
                                     "upgrade pytest-llmeff to read it")
         raise _unreadable(path, f"schema {str(schema)[:60]!r} is not supported; this version reads {SCHEMA_ID!r}")

@@ -44,7 +44,7 @@ def files(tmp_path):
             text[: len(text) // 2].count("\n") + 1)),
         "malformed": (tmp_path / "malformed.json", "not valid JSON (Expecting value at line 1 column 12)"),
         "empty-samples": (tmp_path / "empty-samples.json",
-                          "not a valid pytest-llmeff/1 run: benchmarks.0.metrics.throughput_tok_s.samples: "
+                          "not a valid pytest-llmeff/1.1 run: benchmarks.0.metrics.throughput_tok_s.samples: "
                           "List should have at least 1 item after validation, not 0"),
     }
     (tmp_path / "adir").mkdir()

@@ -51,7 +51,7 @@ def test_one_test_per_variant_with_readable_ids_json_and_table(llmeff_pytester, 
     result.stdout.fnmatch_lines(["llmeff: tiny-random-llama-bf16-b2: * tok/s, ttft * ms, tpot * ms, peak * MiB*"])
 
     _validate(data)
-    assert data["schema"] == "pytest-llmeff/1"
+    assert data["schema"] == "pytest-llmeff/1.1"
     assert {b["variant"]["id"] for b in data["benchmarks"]} == {
         "tiny-random-llama-fp32-b1", "tiny-random-llama-fp32-b2", "tiny-random-llama-bf16-b1",
         "tiny-random-llama-bf16-b2"}

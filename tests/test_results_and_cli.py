@@ -24,16 +24,23 @@ def test_metric_stats_from_samples():
     assert m.median == pytest.approx(0.25) and m.mean == pytest.approx(0.25)
     assert m.min == 0.1 and m.max == 0.4
     assert m.stdev == pytest.approx(0.1290994, rel=1e-6)  # sample stdev (n-1)
-    assert m.p90 == pytest.approx(0.37) and m.p99 == pytest.approx(0.397)
+    # 4 samples hold no p90 or p99 (an interpolated p99 of 4 samples is the maximum in disguise), nor a 95% interval
+    assert m.p90 is None and m.p99 is None and "p90 needs at least 10 samples, there are 4" in m.percentile_note
+    assert m.ci_low is None and m.ci_rel is None
+    ten = Metric.from_samples("ttft_s", [float(i) for i in range(1, 11)])
+    assert ten.p90 == pytest.approx(9.1) and ten.p99 is None and "p99 needs at least 100" in ten.percentile_note
+    assert ten.ci_low < 5.5 < ten.ci_high and ten.ci_level == 0.95
+    rate = Metric.from_samples("throughput_tok_s", [10.0, 40.0])  # 1 s for 10 tokens, 0.25 s for 10 more
+    assert rate.mean == pytest.approx(20 / 1.25)  # total tokens / total time, not (10 + 40) / 2
     one = Metric.from_samples("load_s", [2.0])
-    assert one.stdev == 0.0 and one.p99 == 2.0
+    assert one.stdev == 0.0 and one.p99 is None and one.percentile_note is None
     with pytest.raises(KeyError, match="unknown metric 'speed'; known metrics: .*throughput_tok_s"):
         Metric.from_samples("speed", [1.0])
 
 
 def test_every_metric_name_carries_its_unit():
     unit_in_name = {"s": "_s", "tok/s": "_tok_s", "B": "_bytes", "J": "_j", "J/tok": "_j_per_tok", "g": "_g",
-                    "FLOP/tok": "flops_per_tok", "FLOP": "flops_", "TFLOP/s": "tflops", "ratio": "", "ppl": "ppl"}
+                    "FLOP/tok": "flops_per_tok", "FLOP": "flops_", "TFLOP/s": "tflops", "ratio": "", "ppl": "ppl", "nat": "_nat"}
     assert {spec.name for spec in BUILTIN_METRICS} <= set(METRICS)
     for spec in BUILTIN_METRICS:
         marker = unit_in_name[spec.unit]
@@ -67,10 +74,22 @@ def test_write_read_roundtrip_and_bad_files(tmp_path):
               commit={"id": None}, benchmarks=[_record("float32", [1.0, 2.0])])
     path = write_run(run, tmp_path / "deep" / "run.json")
     assert read_run(path) == run
-    assert json.loads(path.read_text())["schema"] == "pytest-llmeff/1"
+    assert json.loads(path.read_text())["schema"] == "pytest-llmeff/1.1"
     (tmp_path / "bad.json").write_text("{not json}")
     with pytest.raises(StorageError, match="bad.json: not valid JSON"):
         read_run(tmp_path / "bad.json")
+    # a schema 1.0 file (written before intervals existed: p90/p99 numbers, no ci fields) still reads
+    old = json.loads(path.read_text())
+    old["schema"] = "pytest-llmeff/1"
+    for metric in old["benchmarks"][0]["metrics"].values():
+        for key in ("ci_low", "ci_high", "ci_level", "ci_rel", "percentile_note"):
+            metric.pop(key)
+        metric["p90"] = metric["p99"] = metric["max"]
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    assert read_run(tmp_path / "v1.json").benchmarks[0].metrics["throughput_tok_s"].p99 == 2.0
+    (tmp_path / "minor.json").write_text(json.dumps({"schema": "pytest-llmeff/1.7"}))
+    with pytest.raises(StorageError, match="schema 'pytest-llmeff/1.7' is newer than this pytest-llmeff reads"):
+        read_run(tmp_path / "minor.json")
     (tmp_path / "future.json").write_text(json.dumps({"schema": "pytest-llmeff/9"}))
     with pytest.raises(StorageError, match="schema 'pytest-llmeff/9' is newer than this pytest-llmeff reads"):
         read_run(tmp_path / "future.json")

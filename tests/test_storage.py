@@ -191,17 +191,17 @@ def test_load_errors_are_one_clear_line(tmp_path):
         ": binary content (not UTF-8 text at byte 15); not a results file")
     newer = json.dumps(dict(json.loads(full), schema="pytest-llmeff/2")).encode()
     assert _bad(tmp_path, "newer.json", newer).endswith(
-        ": schema 'pytest-llmeff/2' is newer than this pytest-llmeff reads ('pytest-llmeff/1'); "
+        ": schema 'pytest-llmeff/2' is newer than this pytest-llmeff reads ('pytest-llmeff/1.1'); "
         "upgrade pytest-llmeff to read it")
     foreign = _bad(tmp_path, "foreign.json", json.dumps({"benchmarks": []}).encode())
-    assert foreign.endswith(': no "schema" field; not a pytest-llmeff/1 run file')
+    assert foreign.endswith(': no "schema" field; not a pytest-llmeff/1.1 run file')
     invalid = json.loads(full)
     del invalid["machine"]
     assert _bad(tmp_path, "invalid.json", json.dumps(invalid).encode()).endswith(
-        ": not a valid pytest-llmeff/1 run: machine: Field required")
+        ": not a valid pytest-llmeff/1.1 run: machine: Field required")
     invalid["started_at"], invalid["extra"] = 3, True
     assert _bad(tmp_path, "invalid2.json", json.dumps(invalid).encode()).endswith(
-        ": not a valid pytest-llmeff/1 run: started_at: Input should be a valid string (and 2 more)")
+        ": not a valid pytest-llmeff/1.1 run: started_at: Input should be a valid string (and 2 more)")
     with pytest.raises(StorageError, match=r"gone.json: no such results file$"):
         load_run(tmp_path / "gone.json")
 

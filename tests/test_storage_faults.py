@@ -66,21 +66,21 @@ BAD_CONTENT = {
             "not valid JSON: it contains NaN, which JSON does not allow"),
     "huge-number": (FULL.replace('"rounds": 3,', '"rounds": 1e999,', 1).encode(),
                     "not valid JSON: the number 1e999 is too large for a float"),
-    "array": (b"[1, 2, 3]", "the JSON is an array, not an object; not a pytest-llmeff/1 run file"),
-    "string": (b'"pytest-llmeff/1"', "the JSON is a string, not an object; not a pytest-llmeff/1 run file"),
-    "null": (b"null", "the JSON is null, not an object; not a pytest-llmeff/1 run file"),
-    "no-schema": (b'{"benchmarks": []}', 'no "schema" field; not a pytest-llmeff/1 run file'),
+    "array": (b"[1, 2, 3]", "the JSON is an array, not an object; not a pytest-llmeff/1.1 run file"),
+    "string": (b'"pytest-llmeff/1"', "the JSON is a string, not an object; not a pytest-llmeff/1.1 run file"),
+    "null": (b"null", "the JSON is null, not an object; not a pytest-llmeff/1.1 run file"),
+    "no-schema": (b'{"benchmarks": []}', 'no "schema" field; not a pytest-llmeff/1.1 run file'),
     "other-schema": (_edited(schema="pytest-benchmark/4"),
-                     "schema 'pytest-benchmark/4' is not supported; this version reads 'pytest-llmeff/1'"),
+                     "schema 'pytest-benchmark/4' is not supported; this version reads 'pytest-llmeff/1.1'"),
     "newer-schema": (_edited(schema="pytest-llmeff/2"),
-                     "schema 'pytest-llmeff/2' is newer than this pytest-llmeff reads ('pytest-llmeff/1'); "
+                     "schema 'pytest-llmeff/2' is newer than this pytest-llmeff reads ('pytest-llmeff/1.1'); "
                      "upgrade pytest-llmeff to read it"),
-    "missing-field": (_edited(machine=KeyError), "not a valid pytest-llmeff/1 run: machine: Field required"),
+    "missing-field": (_edited(machine=KeyError), "not a valid pytest-llmeff/1.1 run: machine: Field required"),
     "empty-samples": (_edited(benchmarks__0__metrics__ttft_s__samples=[]),
-                      "not a valid pytest-llmeff/1 run: benchmarks.0.metrics.ttft_s.samples: List should have at "
+                      "not a valid pytest-llmeff/1.1 run: benchmarks.0.metrics.ttft_s.samples: List should have at "
                       "least 1 item after validation, not 0"),
     "many-problems": (_edited(machine=KeyError, started_at=5, surprise=1),
-                      "not a valid pytest-llmeff/1 run: started_at: Input should be a valid string (and 2 more)"),
+                      "not a valid pytest-llmeff/1.1 run: started_at: Input should be a valid string (and 2 more)"),
 }
 
 
