@@ -145,37 +145,64 @@ def test_github_step_summary_is_appended(tmp_path, monkeypatch):
 
 # --- CSV ----------------------------------------------------------------------------------------------
 def test_csv_rows_columns_and_exact_values(tmp_path):
-    tps = Metric.from_samples("throughput_tok_s", [10.0, 12.0, 14.0, 16.0, 18.0])
+    rates = [10.0, 12.0, 14.0, 16.0, 18.0, 11.0, 13.0, 15.0, 17.0, 19.0]  # 10 rounds: an interval and a p90
+    tps = Metric.from_samples("throughput_tok_s", rates)
     custom = Metric(unit="widget", direction="higher", samples=[3.0], n=1, mean=3.0, median=3.0, stdev=0.0,
                     min=3.0, max=3.0, p90=3.0, p99=3.0)  # a user metric not registered in this process
     # dict order deliberately not the table order
     rec = _record("bfloat16", batch=4, quantization="nf4", metrics={
-        "zz_widgets": custom, "ttft_s": Metric.from_samples("ttft_s", [0.5, 0.25]), "throughput_tok_s": tps})
-    other = _record("float32", group=None)
+        "zz_widgets": custom, "ttft_s": Metric.from_samples("ttft_s", [0.5, 0.25]), "throughput_tok_s": tps,
+        "energy_j": Metric.from_samples("energy_j", [2.0, 2.5])})
+    rec.energy = EnergyInfo(method="rapl:package-0", estimated=False)  # a physical meter
+    other = _record("float32", group=None)  # CodeCarbon: estimated
+    no_meter = _record("float16", metrics={"energy_j_per_tok": Metric.from_samples("energy_j_per_tok", [0.5])})
+    no_meter.energy = None
     verdicts = {(rec.nodeid, rec.name): {"throughput_tok_s": _verdict("throughput_tok_s", "improved", 0.2,
                                                                         p=0.003968253968253968, base=10.0)}}
-    path = write_csv(tmp_path / "out" / "llmeff.csv", [rec, other], verdicts)
+    path = write_csv(tmp_path / "out" / "llmeff.csv", [rec, other, no_meter], verdicts)
     text = path.read_text()
     assert text.splitlines()[0] == ",".join(CSV_COLUMNS)
     assert CSV_COLUMNS[-4:] == ("baseline_median", "change_pct", "verdict", "p_value")
     rows = list(csv.DictReader(text.splitlines()))
-    assert len(rows) == 3 + 4
-    assert [r["metric"] for r in rows[:3]] == ["throughput_tok_s", "ttft_s", "zz_widgets"]
+    assert len(rows) == 4 + 4 + 1
+    assert [r["metric"] for r in rows[:4]] == ["throughput_tok_s", "ttft_s", "energy_j", "zz_widgets"]
+    # figures computed here, independently of results.py: median of 10, harmonic mean (total tokens / total
+    # time when every round does the same work), sample stdev, linear-interpolated p90; no p99 below 100 samples
+    ordered = sorted(rates)
+    harmonic = len(rates) / sum(1.0 / r for r in rates)
+    stdev = (sum((r - 14.5) ** 2 for r in rates) / 9) ** 0.5
+    p90 = ordered[8] + 0.1 * (ordered[9] - ordered[8])
+    low, high = float(rows[0]["ci_low"]), float(rows[0]["ci_high"])
     assert rows[0] == {
         "nodeid": "bench/t.py::test_gen[m-bfloat16-b4]", "name": "test_gen[m-bfloat16-b4]", "group": "g",
         "variant_id": "m-bfloat16-b4", "model": "m", "precision": "bfloat16", "quantization": "nf4",
-        "batch_size": "4", "metric": "throughput_tok_s", "unit": "tok/s", "direction": "higher", "n": "5",
-        "median": "14.0", "mean": "14.0", "stdev": repr(tps.stdev), "min": "10.0", "max": "18.0",
-        "p90": repr(tps.p90), "p99": repr(tps.p99), "baseline_median": "10.0", "change_pct": "20.0",
-        "verdict": "improved", "p_value": "0.003968253968253968",
+        "batch_size": "4", "metric": "throughput_tok_s", "unit": "tok/s", "direction": "higher", "n": "10",
+        "median": "14.5", "ci_low": repr(low), "ci_high": repr(high), "ci_rel": rows[0]["ci_rel"],
+        "mean": rows[0]["mean"], "stdev": rows[0]["stdev"], "min": "10.0", "max": "19.0",
+        "p90": rows[0]["p90"], "p99": "", "energy_method": "", "estimated": "",
+        "baseline_median": "10.0", "change_pct": "20.0", "verdict": "improved", "p_value": "0.003968253968253968",
     }
-    assert float(rows[0]["stdev"]) == pytest.approx(3.1622776601683795)
-    assert float(rows[0]["p90"]) == pytest.approx(17.2) and float(rows[0]["p99"]) == pytest.approx(17.92)
-    assert rows[1]["median"] == "0.375" and rows[1]["verdict"] == "" and rows[1]["change_pct"] == ""
-    assert (rows[2]["unit"], rows[2]["direction"], rows[2]["n"]) == ("widget", "higher", "1")
-    # the second record: no group, no quantization, no verdicts; metrics in table order
-    assert [r["metric"] for r in rows[3:]] == ["throughput_tok_s", "ttft_s", "latency_s", "energy_j_per_tok"]
-    assert all(r["group"] == "" and r["quantization"] == "" and r["p_value"] == "" for r in rows[3:])
+    assert float(rows[0]["mean"]) == pytest.approx(harmonic, rel=1e-12) and harmonic < 14.5  # not the 14.5 mean
+    assert float(rows[0]["stdev"]) == pytest.approx(stdev, rel=1e-12)
+    assert float(rows[0]["p90"]) == pytest.approx(p90, rel=1e-12)
+    # the interval: around the median, inside the sample range, and ci_rel is its larger half-width / median
+    assert 10.0 <= low < 14.5 < high <= 19.0
+    assert float(rows[0]["ci_rel"]) == pytest.approx(max(14.5 - low, high - 14.5) / 14.5, rel=1e-12)
+    # two samples: no interval, no percentiles, the arithmetic mean of a non-rate
+    assert rows[1]["median"] == "0.375" and rows[1]["mean"] == "0.375"
+    assert (rows[1]["ci_low"], rows[1]["ci_high"], rows[1]["ci_rel"], rows[1]["p90"]) == ("", "", "", "")
+    assert rows[1]["verdict"] == "" and rows[1]["change_pct"] == ""
+    # energy rows carry the meter's method and whether it is an estimate; other rows leave both empty
+    assert (rows[2]["energy_method"], rows[2]["estimated"]) == ("rapl:package-0", "false")
+    assert (rows[1]["energy_method"], rows[1]["estimated"], rows[3]["estimated"]) == ("", "", "")
+    assert (rows[3]["unit"], rows[3]["direction"], rows[3]["n"]) == ("widget", "higher", "1")
+    # the second record: no group, no quantization, no verdicts; metrics in table order; CodeCarbon = estimated
+    assert [r["metric"] for r in rows[4:8]] == ["throughput_tok_s", "ttft_s", "latency_s", "energy_j_per_tok"]
+    assert all(r["group"] == "" and r["quantization"] == "" and r["p_value"] == "" for r in rows[4:8])
+    assert [(r["energy_method"], r["estimated"]) for r in rows[4:8]] == [("", "")] * 3 + [
+        ("codecarbon:cpu=cpu_load", "true")]
+    # a record without energy info: its energy row says nothing rather than guessing
+    assert (rows[8]["metric"], rows[8]["energy_method"], rows[8]["estimated"]) == ("energy_j_per_tok", "", "")
     assert not list(path.parent.glob(".*.tmp")), "atomic write leaves no temp file"
 
 

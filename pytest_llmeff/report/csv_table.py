@@ -2,9 +2,16 @@
 
 Columns (``CSV_COLUMNS``): the benchmark's identity (nodeid, name, group, variant id, model, precision,
 quantization, batch size), the metric with its unit and direction (from the one metric table), its summary
-statistics in the metric's own unit (seconds, bytes, tok/s, ...), and, with regression verdicts, the baseline
-median (same unit), the change in percent (signed, +20 = 20% larger), the verdict status and the one-sided
-Mann-Whitney p-value. Empty cells mean "none" (no group, no quantization, no verdict).
+statistics in the metric's own unit (seconds, bytes, tok/s, ...): ``median``, ``ci_low``/``ci_high`` (the 95%
+distribution-free interval of the median, same unit; empty with fewer than 6 samples), ``ci_rel`` (the interval's
+larger half-width as a fraction of the median, 0.05 = ±5%), ``mean`` (total work / total time for a rate),
+``stdev``, ``min``, ``max``, ``p90``/``p99`` (empty below 10/100 samples); then, on rows of energy metrics
+(``ENERGY_METRICS``: figures computed from the energy meter's joules), ``energy_method`` (how the joules were
+obtained, e.g. ``codecarbon:cpu=cpu_load,ram=constant`` or ``rapl:package-0``) and ``estimated`` (``true`` when
+no physical meter was read: a model of power, not a measurement; ``false`` for RAPL/NVML), both empty on other
+rows; and, with regression verdicts, the baseline median (same unit), the change in percent (signed, +20 = 20%
+larger), the verdict status and the one-sided Mann-Whitney p-value. Empty cells mean "none" (no group, no
+quantization, no interval, no verdict, not an energy figure).
 
 Floats are written with full precision (``repr``), except ``change_pct``, rounded to 1e-6 percent. Lines end
 with ``\\n``. The file is written atomically (``results.atomic_write_text``).
@@ -24,9 +31,14 @@ from pytest_llmeff.results import BenchmarkRecord, Metric, atomic_write_text
 
 CSV_COLUMNS: tuple[str, ...] = (
     "nodeid", "name", "group", "variant_id", "model", "precision", "quantization", "batch_size",
-    "metric", "unit", "direction", "n", "median", "mean", "stdev", "min", "max", "p90", "p99",
+    "metric", "unit", "direction", "n", "median", "ci_low", "ci_high", "ci_rel", "mean", "stdev", "min", "max",
+    "p90", "p99", "energy_method", "estimated",
     "baseline_median", "change_pct", "verdict", "p_value",
 )
+
+#: metrics computed from the energy meter's joules: their rows carry the meter's method and ``estimated`` flag
+ENERGY_METRICS: frozenset[str] = frozenset({
+    "energy_j", "energy_j_per_tok", "energy_net_j", "energy_prefill_j", "energy_decode_j_per_tok", "co2_g"})
 
 Verdicts = Mapping[tuple[str, str], Mapping[str, Verdict]]
 
@@ -38,6 +50,19 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+def is_energy_metric(name: str) -> bool:
+    """True for a metric derived from the energy meter: those of ``ENERGY_METRICS`` and any user metric whose
+    name starts with ``energy_``."""
+    return name in ENERGY_METRICS or name.startswith("energy_")
+
+
+def _energy_cells(record: BenchmarkRecord, name: str) -> list[Any]:
+    """``[energy_method, estimated]`` for an energy metric of a record with energy info, else two empty cells."""
+    if record.energy is None or not is_energy_metric(name):
+        return [None, None]
+    return [record.energy.method, "true" if record.energy.estimated else "false"]
 
 
 def _metric_order(names: Sequence[str]) -> list[str]:
@@ -76,8 +101,9 @@ def rows(records: Sequence[BenchmarkRecord], verdicts: Optional[Verdicts] = None
             verdict = by_metric.get(name)
             values: list[Any] = [
                 record.nodeid, record.name, record.group, v.id, v.model, v.precision, v.quantization, v.batch_size,
-                name, unit, direction, metric.n, metric.median, metric.mean, metric.stdev, metric.min, metric.max,
-                metric.p90, metric.p99,
+                name, unit, direction, metric.n, metric.median, metric.ci_low, metric.ci_high, metric.ci_rel,
+                metric.mean, metric.stdev, metric.min, metric.max, metric.p90, metric.p99,
+                *_energy_cells(record, name),
             ]
             if verdict is None:
                 values += [None, None, None, None]
