@@ -31,8 +31,9 @@ def plan(options, variant: Variant, prompts: Optional[Sequence[str]], max_new_to
                                        or max_new_tokens < 1):
         raise ValueError(f"llm_benchmark(max_new_tokens={max_new_tokens!r}): give an integer >= 1")
     chosen = tuple(prompts) if prompts is not None else tuple(variant.prompts or default_prompts())
+    stop = options.stop_rule_for(variant)
     return Plan(prompts=chosen, max_new_tokens=max_new_tokens or variant.max_new_tokens,
-                rounds=options.rounds_for(variant.rounds), warmup=options.warmup_for(variant.warmup))
+                rounds=stop.fixed_rounds, warmup=options.warmup_for(variant.warmup), stop=stop)
 
 
 def quality_inputs(variant: Variant) -> tuple[tuple[str, ...], int]:
@@ -86,8 +87,11 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     the quality drift against the reference and the ``pytest_llmeff_custom_metrics`` hook (``custom_metrics``).
 
     Returns ``(measured, extra_metrics)``: the runner's ``Measured`` and the once-per-variant samples by metric
-    name. A CUDA out-of-memory error becomes ``errors.OutOfMemory``.
+    name. A CUDA out-of-memory error becomes ``errors.OutOfMemory``. ``measured.time_s`` gains the phases
+    measured here: ``load`` (the variant's load, in the first record that uses it), ``quality`` and ``custom``.
     """
+    import time
+
     from pytest_llmeff import runner
     from pytest_llmeff.measure.conditions import cpu_governor_warning, gpu_sharing_warning
     from pytest_llmeff.measure.oom import translate_oom
@@ -101,17 +105,25 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     turnstile = session.turnstile  # lockstep A/B: the turn passes to the partner after each timed round
     with translate_oom(variant, loaded.device, variant.batch_size):
         measured = runner.run(loaded, list(plan_.prompts), batch_size=variant.batch_size,
-                              max_new_tokens=plan_.max_new_tokens, rounds=plan_.rounds, warmup=plan_.warmup,
+                              max_new_tokens=plan_.max_new_tokens, stop=plan_.rule, warmup=plan_.warmup,
                               meter=meter, energy_ctx=ctx,
                               peak_tflops=options.peak_tflops or known_peak_tflops(loaded),
-                              after_round=turnstile.step if turnstile is not None else None)
+                              after_round=turnstile.step if turnstile is not None else None,
+                              flops_cache=session.flops_cache)
     measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
+    if variant.load_key not in session.loads_timed:
+        session.loads_timed.add(variant.load_key)
+        measured.time_s["load"] = float(loaded.load_s)
     extra: dict[str, list[float]] = {}
     if variant.quality:
+        start = time.perf_counter()
         extra.update(_quality(session, loaded, variant))
+        measured.time_s["quality"] = time.perf_counter() - start
+    start = time.perf_counter()
     for result in (custom_metrics(llm_model=loaded, measured=measured) if custom_metrics else []):
         if result:
             extra.update(result)
+    measured.time_s["custom"] = time.perf_counter() - start
     return measured, extra
 
 

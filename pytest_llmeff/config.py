@@ -14,7 +14,10 @@ from typing import Any, Optional
 
 from dataclasses import dataclass
 
-DEFAULT_ROUNDS = 5
+from pytest_llmeff.stop_rule import (DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, DEFAULT_MIN_ROUNDS,
+                                     DEFAULT_PRECISION_METRICS, DEFAULT_TARGET_CI_PCT, StopRule)
+
+DEFAULT_ROUNDS = 5  # rounds of tools that time a fixed count (benchmarks/overhead.py, gate_quality.py)
 DEFAULT_WARMUP = 1
 DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: enough pairs for a paired test at alpha 0.01 (see README)
 LLMEFF_DIR = ".llmeff"  # everything the plugin writes by default lives under this folder
@@ -31,7 +34,25 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      f"path of the JSON results file (default when reporting: {DEFAULT_RESULTS_DIR}/<UTC stamp>_<pid>_<id>.json)",
      {"metavar": "PATH"}),
     ("--llmeff-rounds", "llmeff_rounds", "string",
-     f"timed rounds per benchmark (default {DEFAULT_ROUNDS}); overrides the marker", {"metavar": "N"}),
+     "exactly N timed rounds per benchmark, no stop rule (default: the stop rule); overrides the marker",
+     {"metavar": "N"}),
+    ("--llmeff-target-ci", "llmeff_target_ci", "string",
+     f"stop rule: time rounds until the 95% interval of each precision metric's median is within PCT percent "
+     f"of it (default {DEFAULT_TARGET_CI_PCT:g}; '%' optional; 0 < PCT < 100)", {"metavar": "PCT"}),
+    ("--llmeff-max-time", "llmeff_max_time", "string",
+     f"stop rule: budget of one benchmark's timed rounds in seconds (default {DEFAULT_MAX_TIME_S:g})",
+     {"metavar": "SECONDS"}),
+    ("--llmeff-min-rounds", "llmeff_min_rounds", "string",
+     f"stop rule: fewest timed rounds (default {DEFAULT_MIN_ROUNDS}, the fewest with a 95% interval)",
+     {"metavar": "N"}),
+    ("--llmeff-max-rounds", "llmeff_max_rounds", "string",
+     f"stop rule: most timed rounds (default {DEFAULT_MAX_ROUNDS})", {"metavar": "N"}),
+    ("--llmeff-precision-metrics", "llmeff_precision_metrics", "string",
+     f"stop rule: the metrics whose intervals must meet the target, comma separated (default "
+     f"{','.join(DEFAULT_PRECISION_METRICS)}); per-round or per-token metrics only", {"metavar": "METRICS"}),
+    ("--llmeff-columns", "llmeff_columns", "string",
+     "metric columns of the terminal table, comma separated, in order (default: a set that fits 160 columns; "
+     "JSON, markdown and CSV always hold every metric)", {"metavar": "METRICS"}),
     ("--llmeff-warmup", "llmeff_warmup", "string",
      f"untimed warm-up rounds per benchmark (default {DEFAULT_WARMUP}); overrides the marker", {"metavar": "N"}),
     ("--llmeff-skip", "llmeff_skip", "bool", "skip the benchmark tests", {"action": "store_true"}),
@@ -95,7 +116,8 @@ def add_options(parser) -> None:
         kwargs.setdefault("default", None)
         if kwargs.get("action") == "store_true":
             kwargs["default"] = None
-        group.addoption(opt, dest=ini, help=help_, **kwargs)
+        # argparse %-formats help texts (a bare "N% or" crashed `pytest --help`); the ini help is printed as is
+        group.addoption(opt, dest=ini, help=help_.replace("%", "%%"), **kwargs)
         parser.addini(ini, help=help_, type=ini_type, default=None)
 
 
@@ -139,12 +161,38 @@ class LlmeffConfig:
     interleave: Optional[Path] = None
     role: Optional[str] = None
     interleave_timeout_s: float = 600.0
+    # the stop rule's settings given on the command line and in the ini file, as (StopRule field, value) pairs
+    stop_cli: tuple[tuple[str, Any], ...] = ()
+    stop_ini: tuple[tuple[str, Any], ...] = ()
+    columns: Optional[tuple[str, ...]] = None  # terminal table metric columns; None: the default set
 
-    def rounds_for(self, marker_rounds: Optional[int]) -> int:
+    @property
+    def target_ci_pct(self) -> float:
+        """The session's precision target in percent (CLI, else ini, else the default), for the report."""
+        for pairs in (self.stop_cli, self.stop_ini):
+            value = dict(pairs).get("target_ci_rel")
+            if value is not None:
+                return value * 100
+        return DEFAULT_TARGET_CI_PCT
+
+    def fixed_rounds_for(self, marker_rounds: Optional[int]) -> Optional[int]:
+        """Exactly this many timed rounds (an explicit rounds=, or lockstep A/B), or None for the stop rule."""
         for v in (self.rounds, marker_rounds, self.ini_rounds):
             if v is not None:
                 return v
-        return DEFAULT_INTERLEAVED_ROUNDS if self.interleave is not None else DEFAULT_ROUNDS
+        return DEFAULT_INTERLEAVED_ROUNDS if self.interleave is not None else None
+
+    def stop_rule_for(self, variant) -> StopRule:
+        """The stop rule of ``variant``'s benchmarks: CLI > marker > ini > defaults, per setting. Raises
+        UsageProblem when the merged minimum exceeds the maximum."""
+        merged = dict(self.stop_ini)
+        merged.update(variant.stop)
+        merged.update(self.stop_cli)
+        rule = StopRule(fixed_rounds=self.fixed_rounds_for(variant.rounds), **merged)
+        if rule.min_rounds > rule.max_rounds:
+            raise UsageProblem(f"min_rounds={rule.min_rounds} is above max_rounds={rule.max_rounds} (from the "
+                               "command line, the marker and the ini file together); give min_rounds <= max_rounds")
+        return rule
 
     def warmup_for(self, marker_warmup: Optional[int]) -> int:
         for v in (self.warmup, marker_warmup, self.ini_warmup):
@@ -176,6 +224,55 @@ def _float_value(name: str, raw: Any, minimum: float, strict: bool = False) -> O
     if value < minimum or (strict and value == minimum) or value != value:
         raise UsageProblem(f"{name}={raw} is not allowed; give a number {'>' if strict else '>='} {minimum:g}")
     return value
+
+
+def _pct_value(name: str, raw: Any) -> Optional[float]:
+    """A percentage strictly between 0 and 100 ('5', '5%', '2.5 %') as a fraction (0.05)."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw).strip().removesuffix("%").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageProblem(f"{name}={raw!r} is not a number; give a percentage between 0 and 100, e.g. 5 or 5%") \
+            from None
+    if not 0 < value < 100:
+        raise UsageProblem(f"{name}={raw} is not allowed; give a percentage between 0 and 100 (exclusive), e.g. 5")
+    return value / 100
+
+
+def metric_names(name: str, raw: Any, sampled_only: bool) -> Optional[tuple[str, ...]]:
+    """A comma-separated list of built-in metric names (``sampled_only``: per-round or per-token metrics)."""
+    if raw is None or raw == "":
+        return None
+    from pytest_llmeff.metrics import BUILTIN_METRICS
+
+    allowed = [m.name for m in BUILTIN_METRICS if not sampled_only or m.sampling != "once"]
+    names = tuple(n.strip() for n in str(raw).split(","))
+    for n in names:
+        if n not in allowed:
+            what = "a per-round or per-token metric" if sampled_only else "a metric"
+            raise UsageProblem(f"{name}: {n!r} is not {what}; allowed: {', '.join(allowed)}")
+    return names
+
+
+def _stop_settings(where: str, get) -> tuple[tuple[str, Any], ...]:
+    """The stop-rule settings found by ``get(ini_name)`` (the CLI or the ini), validated, as StopRule pairs."""
+    def label(opt: str) -> str:
+        return f"--llmeff-{opt}" if where == "cli" else f"llmeff_{opt.replace('-', '_')} (ini)"
+
+    pairs = {
+        "target_ci_rel": _pct_value(label("target-ci"), get("llmeff_target_ci")),
+        "max_time_s": _float_value(label("max-time"), get("llmeff_max_time"), minimum=0.0, strict=True),
+        "min_rounds": _int_value(label("min-rounds"), get("llmeff_min_rounds"), 1),
+        "max_rounds": _int_value(label("max-rounds"), get("llmeff_max_rounds"), 1),
+        "metrics": metric_names(label("precision-metrics"), get("llmeff_precision_metrics"), sampled_only=True),
+    }
+    low, high = pairs["min_rounds"], pairs["max_rounds"]
+    if low is not None and high is not None and low > high:
+        raise UsageProblem(f"{label('min-rounds')}={low} is above {label('max-rounds')}={high}; "
+                           "give min <= max")
+    return tuple((k, v) for k, v in pairs.items() if v is not None)
 
 
 def default_cache_dir() -> Path:
@@ -222,6 +319,8 @@ def resolve(pytest_config) -> LlmeffConfig:
     warmup = _int_value("--llmeff-warmup", cli("llmeff_warmup"), 0)
     ini_rounds = _int_value("llmeff_rounds (ini)", ini("llmeff_rounds"), 1)
     ini_warmup = _int_value("llmeff_warmup (ini)", ini("llmeff_warmup"), 0)
+    stop_cli, stop_ini = _stop_settings("cli", cli), _stop_settings("ini", ini)
+    columns = metric_names("--llmeff-columns", text("llmeff_columns"), sampled_only=False)
     cache = text("llmeff_cache_dir") or os.environ.get(CACHE_ENV) or str(default_cache_dir())
     json_path = text("llmeff_json")
     country = (text("llmeff_country") or "USA").strip()
@@ -279,4 +378,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
         interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
         interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
+        stop_cli=stop_cli, stop_ini=stop_ini, columns=columns,
     )

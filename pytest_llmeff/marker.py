@@ -33,6 +33,11 @@ class MarkerArgs(BaseModel):
     max_new_tokens: int = 32
     rounds: Optional[int] = None
     warmup: Optional[int] = None
+    target_ci_pct: Optional[float] = None
+    max_time_s: Optional[float] = None
+    min_rounds: Optional[int] = None
+    max_rounds: Optional[int] = None
+    precision_metrics: Optional[list[str]] = None
     group: Optional[str] = None
     device: str = "auto"
     revision: Optional[str] = None
@@ -139,7 +144,36 @@ class MarkerArgs(BaseModel):
                     raise ValueError(f"prompts[{i}]={p!r} is blank; prompts must contain text")
         return value
 
-    @field_validator("max_new_tokens", "rounds", "warmup")
+    @field_validator("target_ci_pct")
+    @classmethod
+    def _target(cls, value):
+        if value is not None and not 0 < value < 100:
+            raise ValueError(f"target_ci_pct={value:g} is not allowed; give a percentage between 0 and 100 "
+                             "(exclusive), e.g. 5")
+        return value
+
+    @field_validator("max_time_s")
+    @classmethod
+    def _max_time(cls, value):
+        if value is not None and not value > 0:
+            raise ValueError(f"max_time_s={value:g} is not allowed; give seconds > 0")
+        return value
+
+    @field_validator("precision_metrics")
+    @classmethod
+    def _precision_metrics(cls, value):
+        if value is not None:
+            from pytest_llmeff.config import UsageProblem, metric_names
+
+            if not value:
+                raise ValueError("precision_metrics=[] is empty; give per-round metric names or leave it out")
+            try:
+                metric_names("precision_metrics", ",".join(value), sampled_only=True)
+            except UsageProblem as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("max_new_tokens", "rounds", "warmup", "min_rounds", "max_rounds")
     @classmethod
     def _counts(cls, value, info):
         minimum = 0 if info.field_name == "warmup" else 1
@@ -168,7 +202,7 @@ def format_validation_error(exc: ValidationError) -> str:
         bad = err.get("input")
         if field_name == "precision":
             lines.append(f"precision={bad!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
-        elif field_name in ("batch_size", "max_new_tokens", "rounds", "warmup"):
+        elif field_name in ("batch_size", "max_new_tokens", "rounds", "warmup", "min_rounds", "max_rounds"):
             lines.append(f"{field_name}={bad!r} is not allowed; it must be an integer")
         else:
             lines.append(f"{loc}={bad!r}: {msg}")
@@ -197,6 +231,12 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
         return InvalidMarker(format_validation_error(exc))
 
     prompts = tuple(args_.prompts) if args_.prompts is not None else None
+    if args_.min_rounds is not None and args_.max_rounds is not None and args_.min_rounds > args_.max_rounds:
+        return InvalidMarker(f"min_rounds={args_.min_rounds} is above max_rounds={args_.max_rounds}; give min <= max")
+    stop = tuple((key, value) for key, value in (
+        ("target_ci_rel", args_.target_ci_pct / 100 if args_.target_ci_pct is not None else None),
+        ("max_time_s", args_.max_time_s), ("min_rounds", args_.min_rounds), ("max_rounds", args_.max_rounds),
+        ("metrics", tuple(args_.precision_metrics) if args_.precision_metrics else None)) if value is not None)
     quants = args_.quantization if isinstance(args_.quantization, (list, tuple)) else [args_.quantization]
     ref = args_.reference or {}
     ref_precision = ref.get("precision", "float32")
@@ -211,7 +251,7 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
                                  f"quantization={q!r}; use quantization=None with fp8")
         variants.append(Variant(
             model=model, precision=precision, quantization=spec, batch_size=batch,
-            max_new_tokens=args_.max_new_tokens, prompts=prompts, rounds=args_.rounds, warmup=args_.warmup,
+            max_new_tokens=args_.max_new_tokens, prompts=prompts, rounds=args_.rounds, warmup=args_.warmup, stop=stop,
             group=args_.group, device=args_.device, revision=args_.revision,
             trust_remote_code=args_.trust_remote_code, device_map=args_.device_map,
             reference_precision=ref_precision, reference_quantization=ref_quant, quality=args_.quality,

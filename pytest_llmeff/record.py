@@ -12,17 +12,26 @@ from pytest_llmeff.variants import Variant
 
 if TYPE_CHECKING:
     from pytest_llmeff.results import BenchmarkRecord
+    from pytest_llmeff.stop_rule import StopRule
 
 
 @dataclass(frozen=True)
 class Plan:
     """What one ``llm_benchmark()`` call runs: the prompts (cycled to the batch size), the generated tokens per
-    sequence, the timed rounds and the untimed warm-up rounds."""
+    sequence, the untimed warm-up rounds and when to stop timing (``stop``: the stop rule; without one, exactly
+    ``rounds`` rounds)."""
 
     prompts: tuple[str, ...]
     max_new_tokens: int
-    rounds: int
+    rounds: Optional[int]
     warmup: int
+    stop: Optional["StopRule"] = None
+
+    @property
+    def rule(self) -> "StopRule":
+        from pytest_llmeff.stop_rule import StopRule
+
+        return self.stop if self.stop is not None else StopRule(fixed_rounds=self.rounds or 1)
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,8 @@ class Where:
 def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
                  extra_metrics: dict[str, list[float]]) -> "BenchmarkRecord":
     """Turn the runner's raw samples (``measured``, a ``runner.Measured``) and the once-per-variant figures of
-    ``loaded`` (a ``LoadedModel``) into a ``BenchmarkRecord`` (statistics computed per metric)."""
+    ``loaded`` (a ``LoadedModel``) into a ``BenchmarkRecord`` (statistics computed per metric, time per phase
+    with its ``total``)."""
     from pytest_llmeff.results import BenchmarkRecord, EnergyInfo, Metric, VariantRecord
 
     samples = dict(measured.samples)
@@ -68,13 +78,31 @@ def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
             max_new_tokens=variant.max_new_tokens, device=loaded.device, device_map=variant.device_map,
             prompts=len(plan.prompts), trust_remote_code=variant.trust_remote_code,
         ),
-        params={k: str(v) for k, v in where.params.items()}, rounds=plan.rounds, warmup=plan.warmup,
-        metrics=metrics,
+        params={k: str(v) for k, v in where.params.items()}, rounds=measured.rounds, warmup=plan.warmup,
+        metrics=metrics, stop=_stop_info(plan.rule, measured), time_s={**measured.time_s, "total": sum(measured.time_s.values())},
+        contention=list(measured.contention),
         energy=energy, tokens_generated=measured.tokens_generated, prompt_tokens=measured.prompt_tokens,
         warnings=list(measured.warnings),
         extra_info={"memory_method": measured.memory_method, "flops_total": measured.flops_total,
-                    "steps": measured.steps},
+                    "steps": measured.steps, "flops_reused": measured.flops_reused,
+                    **({"flops_analytic_missing": measured.flops_note} if measured.flops_note else {})},
     )
+
+
+def _stop_info(rule: "StopRule", measured):
+    """The record's ``stop``: why the timed rounds ended and the precision reached then."""
+    from pytest_llmeff.results import StopInfo
+
+    if measured.stop_reason is None:
+        return None
+    adaptive = rule.fixed_rounds is None
+    return StopInfo(reason=measured.stop_reason, rounds=measured.rounds, timed_s=measured.timed_s,
+                    target_ci_rel=rule.target_ci_rel if adaptive else None,
+                    max_time_s=rule.max_time_s if adaptive else None,
+                    min_rounds=rule.min_rounds if adaptive else None,
+                    max_rounds=rule.max_rounds if adaptive else None,
+                    precision_metrics=list(rule.metrics) if adaptive else [],
+                    achieved_ci_rel=rule.achieved(measured.samples) if adaptive else {})
 
 
 def one_line(record: "BenchmarkRecord") -> str:

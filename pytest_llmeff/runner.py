@@ -3,30 +3,48 @@
 1. The batch: ``batch_size`` prompts (the prompt list cycled), tokenized once with left padding. A padded prompt
    plus the new tokens longer than the model's context is a warning (generation runs past the trained positions).
 2. ``warmup`` untimed generate() calls.
-3. ``rounds`` timed calls of greedy, fixed-length generate() (EOS suppressed so each round does the same work)
-   under ``torch.inference_mode``. Per round: perf_counter around ``model.generate`` (CUDA-synchronized),
-   step timestamps from a logits processor inside that same call (TTFT and per-token times), a peak-memory
-   window (VmHWM reset / CUDA peak reset) and an energy window.
+3. Timed calls of greedy, fixed-length generate() (EOS suppressed so each round does the same work) under
+   ``torch.inference_mode``, until the stop rule (``stop_rule.StopRule``) says enough: a precision target met,
+   the time budget reached, or an explicit round count done. Per round: perf_counter around ``model.generate``
+   (CUDA-synchronized), step timestamps from a logits processor inside that same call (TTFT, and each decode
+   step's time as ``itl_s`` samples), a peak-memory window (VmHWM reset / CUDA peak reset, and the memory in use
+   at the reset for the generation's own peak), an energy window, and what other processes did to the CPU.
 4. Short-window guard: when one generate is shorter than twice the meter's resolution, a real meter's energy is
    re-measured after the timed rounds over ``k`` repeated generates per window (energy per generate = window / k);
    an estimate is kept and flagged.
 5. Prefill energy: windows around prefill-only passes (generate of 1 token), repeated the same way.
-6. One separate, untimed pass under FlopCounterMode for the FLOPs, next to the analytic count.
+6. One separate, untimed pass under FlopCounterMode for the FLOPs, next to the analytic count; dense-equivalent
+   FLOPs do not depend on precision or quantization, so a session counts them once per (model, batch, prompt
+   length, steps) from an unquantized variant and reuses them (``flops_cache``).
+Where the time went (warm-up, timed rounds, energy extras, FLOP pass) is kept in ``Measured.time_s``.
 Only real tokens are counted: no padding, nothing after EOS.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from pytest_llmeff.measure.flops import FlopsCounter, analytic_generate_flops
+from pytest_llmeff.measure.contention import ContentionProbe, contention_warning
+from pytest_llmeff.measure.flops import FlopsCounter
+try:  # TEMP while the flops rework lands
+    from pytest_llmeff.measure.flops import analytic_flops, flops_disagreement_warning
+except ImportError:
+    from pytest_llmeff.measure.flops import analytic_generate_flops as _agf
+
+    def analytic_flops(config, b, p, s):
+        return _agf(config, b, p, s), None
+
+    def flops_disagreement_warning(c, a):
+        return None
 from pytest_llmeff.measure.memory import PeakMemory
 from pytest_llmeff.measure.meter import Measurement, Meter
 from pytest_llmeff.measure.timing import make_timestamp_processor, step_times
+from pytest_llmeff.stop_rule import StopRule
 
 MAX_REPEATS = 1000
 CV_WARN = 0.10
@@ -51,6 +69,14 @@ class Measured:
     memory_method: str = "unavailable"
     flops_total: Optional[int] = None
     warnings: list[str] = field(default_factory=list)
+    rounds: int = 0
+    stop_reason: Optional[str] = None
+    timed_s: float = 0.0
+    time_s: dict[str, float] = field(default_factory=dict)  # seconds per phase: warmup, timed, energy_extra, flops
+    contention: list = field(default_factory=list)  # results.RoundContention per timed round
+    round_energy: list = field(default_factory=list)  # each timed round's energy Measurement
+    flops_note: Optional[str] = None  # why there is no analytic count
+    flops_reused: bool = False  # the counted FLOPs came from an earlier variant of the same shape
 
     def add(self, name: str, value: Optional[float]) -> None:
         if value is not None:
@@ -136,13 +162,21 @@ def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
     return co2_g(energy_j, ctx.country_iso3)
 
 
-def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, rounds: int, warmup: int,
-        meter: Optional[Meter], count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
-        peak_tflops: Optional[float] = None, after_round: Optional[Callable[[], None]] = None) -> Measured:
+def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, warmup: int,
+        meter: Optional[Meter], rounds: Optional[int] = None, stop: Optional[StopRule] = None,
+        count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
+        peak_tflops: Optional[float] = None, after_round: Optional[Callable[[], None]] = None,
+        flops_cache: Optional[dict] = None) -> Measured:
     """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples.
 
-    ``after_round``: called after each timed round, outside its timing (lockstep A/B passes the turn there).
+    ``stop``: the stop rule; without one, exactly ``rounds`` rounds. ``after_round``: called after each timed
+    round, outside its timing (lockstep A/B passes the turn there). ``flops_cache``: the session's counted FLOPs
+    by (model, batch, prompt length, steps), read and filled here.
     """
+    if stop is None:
+        if rounds is None:
+            raise ValueError("give rounds= or stop=")
+        stop = StopRule(fixed_rounds=rounds)
     ctx = energy_ctx or EnergyContext()
     batch = make_batch(list(prompts), batch_size)
     inputs = loaded.encode(batch)
@@ -155,15 +189,39 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
     def generate():
         return loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
 
+    phase_start = time.perf_counter()
     for _ in range(warmup):
         generate()
+    measured.time_s["warmup"] = time.perf_counter() - phase_start
 
+    latencies = _timed_rounds(measured, loaded, inputs, max_new_tokens, batch_size, meter, stop, after_round)
+
+    if meter is not None:
+        phase_start = time.perf_counter()
+        _energy_phase(measured, meter, measured.round_energy, latencies, generate, inputs, loaded, ctx,
+                      batch_size)
+        measured.time_s["energy_extra"] = time.perf_counter() - phase_start
+
+    if count_flops:
+        phase_start = time.perf_counter()
+        _flops(measured, loaded, inputs, generate, batch_size, latencies, peak_tflops, flops_cache)
+        measured.time_s["flops"] = time.perf_counter() - phase_start
+    return measured
+
+
+def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch_size: int, meter: Optional[Meter],
+                  stop: StopRule, after_round) -> list[float]:
+    """Time rounds until ``stop`` says why to stop; fill ``measured`` and return the round latencies (s)."""
+    device = loaded.device
     peak = PeakMemory(device)
     measured.memory_method = peak.method
+    probe = ContentionProbe()
     round_energy: list[Measurement] = []
     latencies: list[float] = []
-    for _ in range(rounds):
+    loop_start = time.perf_counter()
+    while True:
         stamper = make_timestamp_processor(device)
+        token = probe.begin()
         peak.reset()
         e_start = meter.begin() if meter is not None else None
         _sync(device)
@@ -174,10 +232,12 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         if meter is not None:
             round_energy.append(meter.end(e_start))
         peak_bytes = peak.peak_bytes()
+        delta_bytes = peak.delta_bytes() if hasattr(peak, "delta_bytes") else None  # TEMP while memory lands
+        measured.contention.append(probe.end(token, len(latencies)))
 
         gen = loaded.decode(inputs, out)
         latency = t1 - t0
-        ttft, tpot, _decode = step_times(t0, stamper.stamps, t1)
+        ttft, tpot, decode = step_times(t0, stamper.stamps, t1)
         latencies.append(latency)
         measured.tokens_generated = gen.tokens_total
         measured.prompt_tokens = gen.prompt_tokens_total
@@ -185,11 +245,23 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         measured.add("latency_s", latency)
         measured.add("ttft_s", ttft)
         measured.add("tpot_s", tpot)
+        for step_s in decode:
+            measured.add("itl_s", step_s)
         measured.add("throughput_tok_s", gen.tokens_total / latency)
+        decode_tokens = gen.tokens_total - min(batch_size, gen.tokens_total)
+        measured.add("decode_tok_s", decode_tokens / (latency - ttft) if decode_tokens and latency > ttft else None)
         measured.add("prefill_tok_s", gen.prompt_tokens_total / ttft if ttft > 0 else None)
         measured.add("peak_mem_bytes", peak_bytes)
+        measured.add("peak_mem_delta_bytes", delta_bytes)
         if after_round is not None:
             after_round()
+        elapsed = time.perf_counter() - loop_start
+        reason = stop.decide(measured.samples, len(latencies), elapsed)
+        if reason is not None:
+            measured.stop_reason, measured.rounds, measured.timed_s = reason, len(latencies), elapsed
+            break
+    measured.time_s["timed"] = measured.timed_s
+    measured.round_energy = round_energy
 
     if peak.method == "unavailable":
         measured.warnings.append("peak memory not measured: no resettable peak on this platform")
@@ -199,34 +271,48 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         if cv > CV_WARN:
             measured.warnings.append(f"throughput varies: coefficient of variation {cv:.0%} over {len(tps)} rounds "
                                      f"(> {CV_WARN:.0%}); results are noisy")
+    competed = contention_warning(measured.contention, os.cpu_count() or 1)
+    if competed:
+        measured.warnings.append(competed)
+    return latencies
 
-    if meter is not None:
-        _energy_phase(measured, meter, round_energy, latencies, generate, inputs, loaded, ctx, batch_size)
 
-    if count_flops:
+def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latencies: list[float],
+           peak_tflops: Optional[float], flops_cache: Optional[dict]) -> None:
+    """Counted FLOPs of one generate (from the session's cache when an equal shape was counted), the analytic
+    count next to them, and the achieved rate per round."""
+    variant = getattr(loaded, "variant", None)
+    key = None
+    if flops_cache is not None and variant is not None and measured.steps:
+        key = (variant.model, variant.revision, batch_size, int(inputs["input_ids"].shape[1]), measured.steps)
+    counted_flops = flops_cache.get(key) if key is not None else None
+    if counted_flops is None:
         with FlopsCounter().count() as counted:
-            out = generate()
-        gen = loaded.decode(inputs, out)
-        measured.flops_total = counted.flops
-        if counted.flops and gen.tokens_total:
-            measured.add("flops_counted", counted.flops)
-            measured.add("flops_per_tok", counted.flops / gen.tokens_total)
-            for latency in latencies:
-                tflops = counted.flops / latency / 1e12
-                measured.add("tflops", tflops)
-                measured.add("mfu", tflops / peak_tflops if peak_tflops else None)
-        analytic = _analytic(loaded, batch_size, gen)
-        if analytic is not None:
-            measured.add("flops_analytic", analytic)
-    return measured
-
-
-def _analytic(loaded, batch_size: int, gen) -> Optional[int]:
+            generate()
+        counted_flops = counted.flops
+        # only an unquantized variant's count is shared: quantized kernels may hide matmuls from the counter
+        if key is not None and counted_flops and variant.quantization is None and variant.precision != "fp8":
+            flops_cache[key] = counted_flops
+    else:
+        measured.flops_reused = True
+    measured.flops_total = counted_flops
+    tokens = measured.tokens_generated
+    if counted_flops and tokens:
+        measured.add("flops_counted", counted_flops)
+        measured.add("flops_per_tok", counted_flops / tokens)
+        for latency in latencies:
+            tflops = counted_flops / latency / 1e12
+            measured.add("tflops", tflops)
+            measured.add("mfu", tflops / peak_tflops if peak_tflops else None)
     config = getattr(loaded.model, "config", None)
-    needed = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size")
-    if config is None or not all(getattr(config, a, None) for a in needed):
-        return None
-    return analytic_generate_flops(config, batch_size, gen.padded_prompt_len, gen.steps)
+    analytic, why_not = (analytic_flops(config, batch_size, int(inputs["input_ids"].shape[1]), measured.steps)
+                         if config is not None else (None, "the model has no config"))
+    if analytic is not None:
+        measured.add("flops_analytic", analytic)
+        disagree = flops_disagreement_warning(counted_flops, analytic)
+        if disagree:
+            measured.warnings.append(disagree)
+    measured.flops_note = why_not
 
 
 def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measurement], latencies: list[float],

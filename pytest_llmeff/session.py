@@ -56,7 +56,8 @@ class LlmeffSession:
     records / loads: what the tests measured and loaded (gathered from test reports). meters: energy meters by
     device kind. baseline: what records are judged against (and the gate settings). turnstile: the lockstep
     pair under ``--llmeff-interleave`` (also held by ``baseline``). quality_cache: the reference variants'
-    quality probes, by (reference load key, prompts, length). gate_failures: (node id, text) of regressed
+    quality probes, by (reference load key, prompts, length). flops_cache: counted FLOPs shared by the variants of
+    one shape. loads_timed: the load keys already counted in a record's time breakdown. gate_failures: (node id, text) of regressed
     tests. ending: how the session ended. outputs: what was written at the end (None before).
     """
 
@@ -70,6 +71,8 @@ class LlmeffSession:
     baseline: Baseline = field(default_factory=Baseline)
     turnstile: Optional["Turnstile"] = None
     quality_cache: dict = field(default_factory=dict)
+    flops_cache: dict = field(default_factory=dict)  # counted FLOPs by (model, revision, batch, prompt len, steps)
+    loads_timed: set = field(default_factory=set)  # load keys whose load time a record's time_s already holds
     gate_failures: list[tuple[str, str]] = field(default_factory=list)
     ending: Ending = field(default_factory=Ending)
     outputs: Optional["Outputs"] = None

@@ -22,7 +22,8 @@ DEVICES_HELP = "auto, cpu, cuda, cuda:N"
 
 MARKER_HELP = (
     f"{MARKER_NAME}(model, precision='float32', quantization=None, batch_size=1, prompts=None, "
-    "max_new_tokens=32, rounds=None, warmup=None, group=None, device='auto', device_map=None, revision=None, "
+    "max_new_tokens=32, rounds=None, warmup=None, target_ci_pct=None, max_time_s=None, min_rounds=None, "
+    "max_rounds=None, precision_metrics=None, group=None, device='auto', device_map=None, revision=None, "
     "trust_remote_code=False, reference=None, quality=True, thresholds=None, limits=None): benchmark an LLM; list-valued arguments expand into one test per variant "
     "(model x precision x quantization x batch_size)."
 )
@@ -40,6 +41,7 @@ class Variant:
 
     batch_size: sequences per generate() call. max_new_tokens: generated tokens per sequence
     (fixed length: EOS is suppressed during benchmark rounds). rounds/warmup: None means "from options".
+    stop: the marker's stop-rule settings as (``stop_rule.StopRule`` field, value) pairs.
     """
 
     model: str
@@ -60,6 +62,7 @@ class Variant:
     quality: bool = True
     thresholds: tuple[tuple[str, str], ...] = ()
     limits: tuple[tuple[str, str], ...] = ()
+    stop: tuple[tuple[str, Any], ...] = ()
     id: str = field(default="", compare=False)
 
     @property
