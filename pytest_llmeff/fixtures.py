@@ -83,15 +83,94 @@ def llm_model(llmeff_variant, request):
     return replace(loaded, variant=variant)
 
 
-@pytest.fixture(scope="session")
-def energy_tracker(request):
-    """``with energy_tracker.measure() as e:`` -> ``e.energy_j``, ``e.method``, ``e.estimated``, ``e.co2_g``."""
-    from pytest_llmeff.measure.energy import EnergyTracker
+class DeviceEnergyTracker:
+    """What the ``energy_tracker`` fixture gives: energy windows on the meter of one device.
 
-    session = _session(request)
-    with _one_line(request.node.nodeid, "energy_tracker"):
-        meter = session.meters.for_device("cpu")
-    return EnergyTracker(meter, session.options.country_iso_code)
+    ``device``: the default device (see the fixture). ``measure(device=None)``: a context manager yielding a
+    ``Measurement`` filled in at the block's end (``energy_j`` J, ``duration_s`` s, ``method``, ``estimated``,
+    ``co2_g`` g, ``devices`` J per device); ``device`` ("cpu", "cuda" or "cuda:N") overrides the default for this
+    window. ``meter``: the session's meter for the default device."""
+
+    def __init__(self, session, device: str, where: str):
+        self._session = session
+        self._where = where
+        self.device = device
+
+    @property
+    def meter(self):
+        with _one_line(self._where, "energy_tracker"):
+            return self._session.meters.for_device(self.device)
+
+    def measure(self, device: Optional[str] = None):
+        from pytest_llmeff.measure.energy import EnergyTracker
+
+        device = self.device if device is None else _energy_device(str(device), self._where)
+        with _one_line(self._where, "energy_tracker"):
+            meter = self._session.meters.for_device(device)
+        return EnergyTracker(meter, self._session.options.country_iso_code).measure()
+
+
+def _energy_device(device: str, where: str) -> str:
+    """``device`` checked and made explicit: ``cpu`` or ``cuda:N``. An unknown name fails the test in one line; a
+    CUDA device this machine does not have skips it in one line."""
+    import re
+
+    if device == "cpu":
+        return device
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        pytest.fail(f"{where}: energy_tracker cannot measure device {device!r}: use 'cpu', 'cuda' or 'cuda:N'",
+                    pytrace=False)
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if match.group(1) is not None:
+        index = int(match.group(1))
+    else:
+        index = torch.cuda.current_device() if count and torch.cuda.is_initialized() else 0
+    if index >= count:
+        have = "no CUDA device (torch.cuda.is_available() is False)" if count == 0 else f"{count} CUDA device(s)"
+        pytest.skip(f"{where}: energy_tracker cannot measure {device!r}: this machine has {have}")
+    return f"cuda:{index}"
+
+
+def _default_energy_device(request) -> str:
+    """The device of the test's variant (``auto`` resolved as the loader does), else the current CUDA device
+    when this process has initialised CUDA, else ``cpu``."""
+    import sys
+
+    callspec = getattr(request.node, "callspec", None)
+    variant = callspec.params.get("llmeff_variant") if callspec is not None else None
+    if isinstance(variant, Variant):
+        if variant.device != "auto":
+            return variant.device
+        from pytest_llmeff.backends.hf import resolve_device
+
+        return resolve_device(variant.device)
+    torch = sys.modules.get("torch")  # never imported just to find out
+    if torch is not None and torch.cuda.is_initialized() and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
+
+
+@pytest.fixture
+def energy_tracker(request) -> DeviceEnergyTracker:
+    """``with energy_tracker.measure() as e:`` -> ``e.energy_j`` (J), ``e.duration_s`` (s), ``e.method``,
+    ``e.estimated``, ``e.co2_g`` (g), ``e.devices`` (J per device), read after the block.
+
+    It measures the device the work runs on, with the session's meter for that device kind (``--llmeff-energy``:
+    NVML for CUDA, RAPL or the CodeCarbon estimate for the CPU):
+    - ``energy_tracker.measure(device="cuda:0")`` names the device of one window ("cpu", "cuda", "cuda:N");
+    - otherwise ``energy_tracker.device``: the device of the test's ``llm_efficiency`` variant (``auto`` is CUDA
+      when available, as the loader resolves it); in a test without the marker, the current CUDA device when
+      this process has already initialised CUDA (``torch.cuda.is_initialized()``), else ``cpu``.
+    A CUDA device this machine does not have skips the test with one line; an unknown device name, or an
+    explicit ``--llmeff-energy`` backend that cannot read the device, fails it with one line.
+    Function scope (it follows each test's variant); the meters are made once per session and shared.
+    """
+    where = request.node.nodeid
+    default = _default_energy_device(request)
+    return DeviceEnergyTracker(_session(request), _energy_device(default, where), where)
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +218,10 @@ def llm_benchmark(llm_model, request):
         for metric in _JUNIT_METRICS:
             if metric in record.metrics:  # junit-xml properties
                 item.user_properties.append((f"llmeff_{record.variant.id}_{metric}", record.metrics[metric].median))
+        if record.energy is not None:  # how the energy figures above were obtained; "true": a model, not a meter
+            item.user_properties.append((f"llmeff_{record.variant.id}_energy_method", record.energy.method))
+            item.user_properties.append((f"llmeff_{record.variant.id}_energy_estimated",
+                                         "true" if record.energy.estimated else "false"))
         records.append(record)
         return record
 
