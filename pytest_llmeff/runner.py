@@ -43,7 +43,7 @@ except ImportError:
         return None
 from pytest_llmeff.measure.memory import PeakMemory
 from pytest_llmeff.measure.meter import Measurement, Meter
-from pytest_llmeff.measure.timing import make_timestamp_processor, step_times
+from pytest_llmeff.measure.timing import make_timestamp_processor
 from pytest_llmeff.stop_rule import StopRule
 
 MAX_REPEATS = 1000
@@ -226,6 +226,7 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
         e_start = meter.begin() if meter is not None else None
         _sync(device)
         t0 = time.perf_counter()
+        stamper.start()
         out = loaded.generate_ids(inputs, max_new_tokens, fixed_length=True, logits_processor=[stamper])
         _sync(device)
         t1 = time.perf_counter()
@@ -237,7 +238,7 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
 
         gen = loaded.decode(inputs, out)
         latency = t1 - t0
-        ttft, tpot, decode = step_times(t0, stamper.stamps, t1)
+        ttft, tpot, decode = stamper.step_times(t0, t1)
         latencies.append(latency)
         measured.tokens_generated = gen.tokens_total
         measured.prompt_tokens = gen.prompt_tokens_total

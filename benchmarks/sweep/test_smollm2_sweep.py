@@ -1,6 +1,6 @@
 """Every precision and quantization of SmolLM2-135M on this machine: speed, memory and quality drift side by side.
 
-    pytest benchmarks/test_smollm2_variants.py --llmeff-report
+    pytest benchmarks/sweep --llmeff-report
 
 The float32 variant is every variant's quality reference. bitsandbytes' LLM.int8 computes in float16 (other
 inputs are cast, with a log line per matmul), so int8 runs at precision float16; the 4-bit variants compute in
