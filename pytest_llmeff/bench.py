@@ -36,34 +36,45 @@ def plan(options, variant: Variant, prompts: Optional[Sequence[str]], max_new_to
                 rounds=stop.fixed_rounds, warmup=options.warmup_for(variant.warmup), stop=stop)
 
 
-def quality_inputs(variant: Variant) -> tuple[tuple[str, ...], int]:
-    """The prompts and length of the quality probe: the marker's (not a call's ``prompts=``), so that the
-    reference's probe is computed before the variant loads and no variant is loaded twice."""
+def quality_inputs(variant: Variant, plan_: Optional[Plan] = None) -> tuple[tuple[str, ...], int]:
+    """The prompts and length of the greedy quality probe: the benchmarked ones (``plan_``: a call's
+    ``prompts=``/``max_new_tokens=`` when it gives them) or, without a plan, the marker's (what the ``llm_model``
+    fixture can know before the call, to probe the reference before the variant loads)."""
+    if plan_ is not None:
+        return tuple(plan_.prompts), plan_.max_new_tokens
     return tuple(variant.prompts or default_prompts()), variant.max_new_tokens
 
 
-def reference_data(session, variant: Variant, loaded_reference=None):
-    """The reference variant's quality probe, computed once per (reference, prompts, length) in
-    ``session.quality_cache``: the one place that cache is filled. ``loaded_reference``: the reference's
-    weights when the caller has them (the reference's own test); otherwise the reference is loaded now, before
-    the variant. Raises ``ModelSourceError`` naming the reference when it cannot load."""
+def reference_data(session, variant: Variant, loaded_reference=None, plan_: Optional[Plan] = None):
+    """The reference variant's quality probe (``quality.QualityData``) for ``quality_inputs(variant, plan_)``,
+    filled once in ``session.quality_cache``, the one place that cache is filled: the teacher-forced part once per
+    reference, the greedy tokens once per (reference, prompts, length). ``loaded_reference``: the reference's
+    weights when the caller has them (the reference's own test); otherwise the reference is loaded now when
+    something is missing. Whenever the reference is at hand, the marker's prompts are probed too, so the
+    ``llm_model`` fixture of the other variants never reloads it. Raises ``ModelSourceError`` naming the
+    reference when it cannot load."""
     from pytest_llmeff import quality
     from pytest_llmeff.errors import LlmeffRunError, ModelSourceError
 
-    prompts, new_tokens = quality_inputs(variant)
-    key = (variant.reference().load_key, prompts, new_tokens)
-    if key not in session.quality_cache:
+    ref = variant.reference()
+    cache = session.quality_cache
+    forced_key = (ref.load_key, "teacher-forced")
+    greedy_key = (ref.load_key, *quality_inputs(variant, plan_))
+    if forced_key not in cache or greedy_key not in cache:
         loaded = loaded_reference
         if loaded is None:
-            ref = variant.reference()
             try:
                 loaded = session.models.get(ref)
             except LlmeffRunError as exc:
                 raise ModelSourceError(
                     f"the reference variant {ref.id} cannot load: {exc}; choose another with "
                     "reference={'precision': ..., 'quantization': ...} or set quality=False") from None
-        session.quality_cache[key] = quality.probe(loaded, list(prompts), new_tokens)
-    return session.quality_cache[key]
+        if forced_key not in cache:
+            cache[forced_key] = quality.teacher_forced(loaded)
+        for key in (greedy_key, (ref.load_key, *quality_inputs(variant))):
+            if key not in cache:
+                cache[key] = quality.greedy_tokens(loaded, key[1], key[2])
+    return quality.QualityData(tokens=cache[greedy_key], forced=cache[forced_key])
 
 
 def known_peak_tflops(loaded) -> Optional[float]:
@@ -117,7 +128,7 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     extra: dict[str, list[float]] = {}
     if variant.quality:
         start = time.perf_counter()
-        extra.update(_quality(session, loaded, variant))
+        extra.update(_quality(session, loaded, variant, plan_))
         measured.time_s["quality"] = time.perf_counter() - start
     start = time.perf_counter()
     for result in (custom_metrics(llm_model=loaded, measured=measured) if custom_metrics else []):
@@ -127,16 +138,21 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     return measured, extra
 
 
-def _quality(session, loaded, variant: Variant) -> dict[str, list[float]]:
-    """Drift of this variant from its reference (token agreement, perplexity ratio)."""
+def _quality(session, loaded, variant: Variant, plan_: Optional[Plan] = None) -> dict[str, list[float]]:
+    """Drift of this variant from its reference (``quality.drift_metrics``): teacher-forced on the quality text,
+    greedy on the benchmarked prompts and length (``plan_``; the marker's without one). The variant's own probe
+    runs first; when the call overrides the marker's prompts or length, the reference's greedy tokens for them
+    are not known yet and the reference is loaded AFTER the variant's probe (the variant's next test then loads
+    it again); with the marker's prompts the reference was probed before the variant loaded, as before."""
     from pytest_llmeff import quality
     from pytest_llmeff.measure.oom import translate_oom
 
-    prompts, new_tokens = quality_inputs(variant)
+    prompts, new_tokens = quality_inputs(variant, plan_)
     with translate_oom(variant, loaded.device, len(prompts)):
         if variant.is_reference:
-            mine = reference = reference_data(session, variant, loaded_reference=loaded)
+            mine = reference = reference_data(session, variant, loaded_reference=loaded, plan_=plan_)
         else:
-            reference = reference_data(session, variant)
-            mine = quality.probe(loaded, list(prompts), new_tokens)
+            forced = reference_data(session, variant).forced  # marker inputs: ready before the variant loaded
+            mine = quality.probe(loaded, prompts, new_tokens, reference=forced)
+            reference = reference_data(session, variant, plan_=plan_)
     return quality.drift_metrics(mine, reference)
