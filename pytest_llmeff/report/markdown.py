@@ -1,11 +1,17 @@
 """The comparison report as GitHub-flavoured markdown (a PR comment, ``$GITHUB_STEP_SUMMARY``, an artifact).
 
-Same tables as the terminal report (``report/terminal.py``: one table per group and model, variant rows, key
-metrics as ``median ± stdev`` in its display units, ``*`` best in column, ``~`` estimated energy), rendered with
-tabulate's ``github`` format. With regression verdicts, each gated metric gets a ``Δ`` column: the signed change
+The terminal report's tables (``report/terminal.py``: one table per group and model, variant rows), rendered with
+tabulate's ``github`` format, with the same cells and marks (``median ±X%`` with the 95% interval of the median,
+``?`` no interval, ``!`` imprecise, ``*`` best, ``=`` tied, ``~`` estimated energy; see ``terminal.cell`` and
+``terminal.column_marks``) but wider: a markdown table scrolls, so it has a column for every metric any record of
+the table holds, in the order of the metric table (``metrics.py``; user metrics after), whatever
+``--llmeff-columns`` says. With regression verdicts, each gated metric gets a ``Δ`` column: the signed change
 of the median against the baseline in percent, followed by a mark:
 
     ``+`` improved, ``~`` near-miss, ``!`` regressed, ``?`` inconclusive, nothing when within the threshold.
+
+Warnings: the session's (the baseline comparison's lines) first, then each record's prefixed with its variant
+id, as in the terminal's footer.
 
 Units and directions come only from the one metric table (``metrics.spec_for``). This module imports no
 plugin, fixture or session code.
@@ -22,8 +28,8 @@ from typing import Mapping, Optional, Sequence
 from tabulate import tabulate
 
 from pytest_llmeff.gate import Verdict
-from pytest_llmeff.metrics import spec_for
-from pytest_llmeff.report.terminal import COLUMNS, _best, _cell, _label
+from pytest_llmeff.metrics import METRICS, spec_for
+from pytest_llmeff.report.terminal import _label, cell, column_marks, header_for, legend_lines
 from pytest_llmeff.results import BenchmarkRecord
 
 # verdicts as the gate gives them: (nodeid, benchmark name) -> {metric name -> Verdict}
@@ -73,10 +79,18 @@ def _direction_words(metric: str) -> str:
     return f"{spec.unit}, {spec.direction} is better"
 
 
-def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts]) -> tuple[str, list[str]]:
+def table_metrics(rows: Sequence[BenchmarkRecord]) -> list[str]:
+    """Every metric some record of ``rows`` holds: in the metric table's order, then unknown names sorted."""
+    held = {name for r in rows for name in r.metrics}
+    order = list(METRICS)
+    return [m for m in order if m in held] + sorted(held - set(order))
+
+
+def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts],
+           target_ci_pct: Optional[float] = None) -> tuple[str, list[str]]:
     """One group/model table and the gated metrics that got a ``Δ`` column (in column order)."""
-    shown = [(m, h, s) for m, h, s in COLUMNS if any(m in r.metrics for r in rows)]
-    shown_names = {m for m, _, _ in shown}
+    shown = [(m, header_for(m)) for m in table_metrics(rows)]
+    shown_names = {m for m, _ in shown}
     gated: list[str] = []
     for r in rows:
         for metric in _verdicts_for(verdicts, r):
@@ -84,28 +98,28 @@ def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts]) -> tuple[s
                 gated.append(metric)
     # a gated metric without a display column gets its Δ column at the end, headed by its name
     extra_gated = [m for m in gated if m not in shown_names]
-    best = {m: _best(rows, m) for m, _, _ in shown}
+    marks = {m: column_marks(rows, m, target_ci_pct) for m, _ in shown}
 
     headers = ["test", "precision", "quant", "batch"]
-    for metric, header, _ in shown:
+    for metric, header in shown:
         headers.append(header)
         if metric in gated:
             headers.append(f"Δ {header}")
     headers += [f"Δ {m}" for m in extra_gated] + ["outcome"]
 
     table = []
-    for r in rows:
+    for i, r in enumerate(rows):
         mine = _verdicts_for(verdicts, r)
         line = [_label(r), r.variant.precision, r.variant.quantization or "-", str(r.variant.batch_size)]
-        for metric, _, scale in shown:
-            line.append(_cell(r, metric, scale, best[metric]))
+        for metric, _ in shown:
+            line.append(cell(r, metric, target_ci_pct, marks[metric].get(i, "")))
             if metric in gated:
                 line.append(delta_cell(mine.get(metric)))
         line += [delta_cell(mine.get(m)) for m in extra_gated]
         line.append(r.outcome if r.outcome != "passed" else "ok")
         table.append([_escape(str(c)) for c in line])
     text = tabulate(table, headers=[_escape(h) for h in headers], tablefmt="github", disable_numparse=True)
-    ordered_gated = [m for m, _, _ in shown if m in gated] + extra_gated
+    ordered_gated = [m for m, _ in shown if m in gated] + extra_gated
     return text, ordered_gated
 
 
@@ -132,16 +146,26 @@ def _flagged(records: Sequence[BenchmarkRecord], verdicts: Verdicts) -> list[str
     return [text for _, text in sorted(lines, key=lambda pair: pair[0])]
 
 
+def warning_items(records: Sequence[BenchmarkRecord], warnings: Optional[Sequence[str]] = None) -> list[str]:
+    """The session's ``warnings`` in their order, then each record's as ``<variant id>: <text>``; each line once."""
+    items: list[str] = []
+    for line in list(warnings or ()) + [f"{r.variant.id}: {w}" for r in records for w in r.warnings]:
+        if line not in items:
+            items.append(line)
+    return items
+
+
 def render_markdown(records: Sequence[BenchmarkRecord], verdicts: Optional[Verdicts] = None,
-                    warnings: Optional[Sequence[str]] = None) -> str:
+                    warnings: Optional[Sequence[str]] = None, target_ci_pct: Optional[float] = None) -> str:
     """The whole report as GitHub-flavoured markdown; empty string when there are no records and no warnings.
 
     records: the session's benchmark records. verdicts: ``{(nodeid, name): {metric: gate.Verdict}}`` from a
-    baseline comparison, or None (no ``Δ`` columns). warnings: session-level warnings, listed with the records'
-    own warnings (deduplicated).
+    baseline comparison, or None (no ``Δ`` columns). warnings: session-level warnings, listed before the
+    records' own warnings (each prefixed with its variant id). target_ci_pct: the precision target in percent
+    for records whose stop rule names none (None: the default, as in ``terminal.render``).
     """
     records = list(records)
-    all_warnings = sorted(set(warnings or ()) | {w for r in records for w in r.warnings})
+    all_warnings = warning_items(records, warnings)
     if not records and not all_warnings:
         return ""
     out = [TITLE, ""]
@@ -155,13 +179,12 @@ def render_markdown(records: Sequence[BenchmarkRecord], verdicts: Optional[Verdi
     for (group, model), rows_iter in groupby(sorted(records, key=key), key=key):
         rows = list(rows_iter)
         title = f"### model: `{model}`" + (f" · group: `{group}`" if group else "")
-        table, gated = _table(rows, verdicts)
+        table, gated = _table(rows, verdicts, target_ci_pct)
         gated_all += [m for m in gated if m not in gated_all]
         out += [title, "", table, ""]
 
     if records:
-        legend = ["median ± stdev over timed rounds; `*` best median in the column; `~` before a value: "
-                  "estimated (no meter read)"]
+        legend = legend_lines(records, target_ci_pct, code="`")
         if gated_all:
             legend.append("Δ: change of the median against the baseline; `+` improved, `~` near-miss, "
                           "`!` regressed, `?` inconclusive, no mark: within the threshold")

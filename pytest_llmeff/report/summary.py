@@ -1,5 +1,8 @@
 """The terminal summary at the end of a session: regressions, the comparison table, and where everything went.
 
+The table (``report/terminal.py``) shows the metric columns of ``--llmeff-columns`` (default: a set that fits
+160 characters) and flags the cells whose interval is wider than the precision target (``--llmeff-target-ci``).
+
 ``summary_lines`` returns (text, colour) pairs; ``plugin.py`` only writes them.
 """
 
@@ -28,7 +31,9 @@ def summary_lines(session) -> list[Line]:
         return []
     from pytest_llmeff.report.terminal import render
 
-    lines: list[Line] = [(render(session.records) or "no benchmarks were recorded", None)]
+    options = session.options
+    table = render(session.records, columns=options.columns, target_ci_pct=options.target_ci_pct)
+    lines: list[Line] = [(table or "no benchmarks were recorded", None)]
     ending = session.ending
     if not ending.complete:
         unfinished = f"; unfinished: {len(ending.unfinished)} benchmark test(s)" if ending.unfinished else ""

@@ -1,43 +1,119 @@
-"""The comparison table printed at the end of the session (tabulate).
+"""The comparison table printed at the end of the session (tabulate), and the cell rules the markdown shares.
 
-One table per (group, model). Rows are variants; each metric cell is ``median ± stdev`` in a display unit.
-``*`` marks the best median of a column (by the metric's direction in the one table); ``~`` marks estimated
-energy. Failed or skipped benchmarks are flagged in the outcome column. Under each table, its footer: every
-warning of its records, one line each, ``warning: <variant id>: <text>``.
+One table per (group, model); rows are variants. Four identifying columns (test, precision, quant, batch), the
+metric columns, ``vs baseline`` when a record was judged, and the outcome. The ``vs baseline`` column (each gated
+metric's change of the median and its mark) is kept only while the table fits ``TABLE_WIDTH``; otherwise each
+judged benchmark gets a ``vs baseline: <name>: ...`` line under the table instead.
+
+Metric columns. By default ``DEFAULT_COLUMNS``: throughput, TTFT, inter-token latency, the generation's own peak
+memory, energy per token, teacher-forced top-1 agreement with the reference, load time (older runs: TPOT, process
+peak and greedy agreement in their place). Six variants with these fit 160 characters; an eighth metric (the KL
+divergence) would not. ``--llmeff-columns=a,b,c`` (ini ``llmeff_columns``) picks other metrics, in that order.
+A column none of the table's records holds is left out of the default set and kept (all ``-``) when asked for
+by name. Every metric stays in the JSON run file, the markdown report and the CSV.
+
+Cells (``cell``), in the display unit of ``DISPLAY``:
+
+- a per-round or per-token metric: ``median ±X%``, X the larger half-width of the 95% confidence interval of the
+  median (``Metric.ci_rel``) in percent of the median, e.g. ``38.4 ±1.2%``;
+  ``?`` after the median: no interval (fewer than 6 samples, so the figure's precision is unknown);
+  ``!`` after the interval: imprecise, the interval is wider than the precision target (the record's own stop
+  rule target, else ``--llmeff-target-ci``, default 5%);
+- a once-per-variant figure (load time, weights, FLOP counts, quality drift): the value alone;
+- ``~`` before an energy figure: estimated (no physical meter was read); ``-``: the record has no such metric.
+
+Best in a column (``column_marks``), among the passed records, by the metric's direction: ``*`` marks the best
+median only when that figure has an interval, is precise, and its interval overlaps no other record's interval
+(so every other record has an interval too). When other intervals overlap the leader's, ``=`` marks the leader
+and every overlapping record with an interval: tied, the data cannot rank them. No mark when the leader has no
+interval or is imprecise, for once-per-variant figures, and for metrics without a direction.
+
+Under each table, its footer: the ``vs baseline`` lines if any, then every warning of its records, one line each,
+``warning: <variant id>: <text>``.
 """
 
 from __future__ import annotations
 
 import math
 from itertools import groupby
-from typing import Optional
+from typing import Optional, Sequence
 
 from tabulate import tabulate
 
-from pytest_llmeff.metrics import spec_for
-from pytest_llmeff.results import BenchmarkRecord
+from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.report.csv_table import is_energy_metric
+from pytest_llmeff.results import BenchmarkRecord, Metric
+from pytest_llmeff.stop_rule import DEFAULT_TARGET_CI_PCT
 
-# (metric, column header, multiply the stored value by this for display)
-COLUMNS: tuple[tuple[str, str, float], ...] = (
-    ("throughput_tok_s", "tok/s", 1.0),
-    ("ttft_s", "TTFT ms", 1e3),
-    ("tpot_s", "TPOT ms", 1e3),
-    ("latency_s", "e2e s", 1.0),
-    ("peak_mem_bytes", "peak MiB", 1 / 2**20),
-    ("model_bytes", "model MiB", 1 / 2**20),
-    ("energy_j_per_tok", "J/tok", 1.0),
-    ("flops_per_tok", "GFLOP/tok", 1e-9),
-    ("tflops", "TFLOP/s", 1.0),
-    ("load_s", "load s", 1.0),
-    ("token_agreement", "agree", 1.0),
-    ("ppl_ratio", "ppl ratio", 1.0),
+#: metric -> (column header with its display unit, multiply the stored value by this for display)
+DISPLAY: dict[str, tuple[str, float]] = {
+    "throughput_tok_s": ("tok/s", 1.0),
+    "decode_tok_s": ("decode tok/s", 1.0),
+    "prefill_tok_s": ("prefill tok/s", 1.0),
+    "ttft_s": ("TTFT ms", 1e3),
+    "tpot_s": ("TPOT ms", 1e3),
+    "itl_s": ("ITL ms", 1e3),
+    "latency_s": ("e2e s", 1.0),
+    "peak_mem_bytes": ("peak MiB", 1 / 2**20),
+    "peak_mem_delta_bytes": ("gen peak MiB", 1 / 2**20),
+    "model_bytes": ("model MiB", 1 / 2**20),
+    "energy_j": ("energy J", 1.0),
+    "energy_j_per_tok": ("J/tok", 1.0),
+    "energy_net_j": ("net J", 1.0),
+    "energy_prefill_j": ("prefill J", 1.0),
+    "energy_decode_j_per_tok": ("decode J/tok", 1.0),
+    "co2_g": ("CO2 g", 1.0),
+    "flops_per_tok": ("GFLOP/tok", 1e-9),
+    "flops_counted": ("counted GFLOP", 1e-9),
+    "flops_analytic": ("analytic GFLOP", 1e-9),
+    "tflops": ("TFLOP/s", 1.0),
+    "mfu": ("MFU %", 100.0),
+    "load_s": ("load s", 1.0),
+    "token_agreement": ("agree %", 100.0),
+    "prefix_agreement": ("prefix %", 100.0),
+    "top1_agreement": ("top1 %", 100.0),
+    "kld_mean_nat": ("KLD nat", 1.0),
+    "kld_p99_nat": ("KLD p99 nat", 1.0),
+    "ppl": ("ppl", 1.0),
+    "ppl_ratio": ("ppl ratio", 1.0),
+}
+
+#: the default metric columns, in order; each entry's first metric the table's records hold is shown (older
+#: runs have ``tpot_s`` and ``peak_mem_bytes`` where newer ones have ``itl_s`` and ``peak_mem_delta_bytes``)
+DEFAULT_COLUMNS: tuple[tuple[str, ...], ...] = (
+    ("throughput_tok_s",),
+    ("ttft_s",),
+    ("itl_s", "tpot_s"),
+    ("peak_mem_delta_bytes", "peak_mem_bytes"),
+    ("energy_j_per_tok",),
+    ("top1_agreement", "token_agreement"),
+    ("load_s",),
 )
+
+TABLE_WIDTH = 160  #: the width, in characters, the default table is designed to fit
+
+VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusive": "?", "ok": ""}
+NO_INTERVAL = "?"  #: after a median: no interval (too few samples)
+IMPRECISE = "!"  #: after an interval: wider than the precision target
+BEST = "*"  #: the best median, its interval clear of every other
+TIED = "="  #: a leader whose interval overlaps another's
+ESTIMATED = "~"  #: before an energy figure: estimated, no meter read
+
+
+def header_for(metric: str) -> str:
+    """The column header of ``metric`` (a user metric: its name, which carries its unit)."""
+    return DISPLAY.get(metric, (metric, 1.0))[0]
+
+
+def scale_for(metric: str) -> float:
+    """The factor from the stored unit to the display unit of ``metric``'s column."""
+    return DISPLAY.get(metric, (metric, 1.0))[1]
 
 
 def _decimals(value: float) -> int:
     """Decimals that show 3 significant digits of ``value`` (0 for values >= 100)."""
     a = abs(value)
-    if a == 0 or a >= 100:
+    if a == 0 or a >= 100 or not math.isfinite(a):
         return 0
     return max(0, 2 - int(math.floor(math.log10(a))))
 
@@ -47,44 +123,123 @@ def _fmt(value: float, decimals: Optional[int] = None) -> str:
     return f"{value:.{d}f}"
 
 
-def _best(records: list[BenchmarkRecord], metric: str) -> Optional[float]:
-    direction = spec_for(metric).direction
-    values = [r.metrics[metric].median for r in records if metric in r.metrics and r.outcome == "passed"]
-    if direction == "none" or len(values) < 2 or len(set(values)) < 2:
-        return None
-    return max(values) if direction == "higher" else min(values)
+def _sampled(metric: str) -> bool:
+    """True for a per-round or per-token metric (an unknown name, e.g. from a newer file: treated as sampled)."""
+    spec = METRICS.get(metric)
+    return spec is None or spec.sampling != "once"
 
 
-def _cell(record: BenchmarkRecord, metric: str, scale: float, best: Optional[float]) -> str:
+def _direction(metric: str) -> str:
+    spec = METRICS.get(metric)
+    return spec.direction if spec is not None else "none"
+
+
+def _precise(m: Metric, target_ci_pct: float) -> bool:
+    """An interval exists and its relative half-width is within the target (a zero median: any interval)."""
+    if not m.has_interval:
+        return False
+    return m.ci_rel is None or m.ci_rel * 100 <= target_ci_pct
+
+
+def target_pct_default(default: Optional[float]) -> float:
+    return DEFAULT_TARGET_CI_PCT if default is None else default
+
+
+def target_pct(record: BenchmarkRecord, default: Optional[float]) -> float:
+    """The precision target (percent) ``record`` is judged by: its own stop rule's target when it has one (a
+    marker may set it per test), else ``default``, else ``DEFAULT_TARGET_CI_PCT``."""
+    if record.stop is not None and record.stop.target_ci_rel is not None:
+        return record.stop.target_ci_rel * 100
+    return target_pct_default(default)
+
+
+def interval_text(ci_rel: float) -> str:
+    """``ci_rel`` (a fraction) as ``±X%``: one decimal below 10%, none from 10% up."""
+    pct = ci_rel * 100
+    return f"±{pct:.0f}%" if round(pct, 1) >= 10 else f"±{pct:.1f}%"
+
+
+def column_marks(rows: Sequence[BenchmarkRecord], metric: str,
+                 target_ci_pct: Optional[float] = None) -> dict[int, str]:
+    """The best/tied marks of one column: ``{index in rows: mark}`` (see the module docstring for the rule)."""
+    if _direction(metric) == "none" or not _sampled(metric):
+        return {}
+    candidates = [(i, r.metrics[metric]) for i, r in enumerate(rows)
+                  if r.outcome == "passed" and metric in r.metrics]
+    if len(candidates) < 2:
+        return {}
+    higher = _direction(metric) == "higher"
+    leader_index, leader = (max if higher else min)(candidates, key=lambda pair: pair[1].median)
+    if not _precise(leader, target_pct(rows[leader_index], target_ci_pct)):
+        return {}
+    others = [(i, m) for i, m in candidates if i != leader_index]
+
+    def clear_of_leader(m: Metric) -> bool:
+        return m.has_interval and (m.ci_high < leader.ci_low or m.ci_low > leader.ci_high)
+
+    contenders = [(i, m) for i, m in others if not clear_of_leader(m)]
+    if not contenders:
+        return {leader_index: BEST}
+    marks = {leader_index: TIED}
+    marks.update({i: TIED for i, m in contenders if m.has_interval})
+    return marks
+
+
+def cell(record: BenchmarkRecord, metric: str, target_ci_pct: Optional[float] = None, mark: str = "") -> str:
+    """One metric cell of ``record`` in its display unit, with its precision marks and ``mark`` (best/tied)."""
     m = record.metrics.get(metric)
     if m is None:
         return "-"
-    median = m.median * scale
-    d = _decimals(median)
-    text = _fmt(median, d)
-    if m.n > 1:
-        text += f" ± {_fmt(m.stdev * scale, d)}"
-    if metric.startswith("energy") and record.energy is not None and record.energy.estimated:
-        text = "~" + text
-    if best is not None and m.median == best:
-        text += " *"
-    return text
+    scale = scale_for(metric)
+    text = _fmt(m.median * scale)
+    if _sampled(metric):
+        if not m.has_interval:
+            text += f" {NO_INTERVAL}"
+        elif m.ci_rel is not None:
+            precise = _precise(m, target_pct(record, target_ci_pct))
+            text += f" {interval_text(m.ci_rel)}" + ("" if precise else IMPRECISE)
+        else:  # a zero median: the half-width in the display unit
+            half = max(abs(m.median - m.ci_low), abs(m.ci_high - m.median)) * scale
+            text += f" ±{_fmt(half)}"
+    if is_energy_metric(metric) and record.energy is not None and record.energy.estimated:
+        text = ESTIMATED + text
+    return f"{text} {mark}" if mark else text
 
 
-VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusive": "?", "ok": ""}
-_HEADER = {m: h for m, h, _ in COLUMNS}
+def table_metrics(rows: Sequence[BenchmarkRecord], columns: Optional[Sequence[str]] = None) -> list[str]:
+    """The metric columns of one table: ``columns`` as given (in order, even those no record holds), or the
+    default set's first alternative that some record of ``rows`` holds."""
+    if columns is not None:
+        return list(columns)
+    held = {name for r in rows for name in r.metrics}
+    chosen = []
+    for alternatives in DEFAULT_COLUMNS:
+        found = next((name for name in alternatives if name in held), None)
+        if found is not None:
+            chosen.append(found)
+    return chosen
+
+
+_UNIT_WORDS = frozenset({"ms", "s", "MiB", "J", "g", "%", "nat", "GFLOP"})
+
+
+def short_label(metric: str) -> str:
+    """``metric``'s header without a trailing unit word (``TTFT ms`` -> ``TTFT``), for the verdicts, whose
+    changes are in percent."""
+    head, _, last = header_for(metric).rpartition(" ")
+    return head if head and last in _UNIT_WORDS else header_for(metric)
 
 
 def verdict_cell(record: BenchmarkRecord) -> str:
     """Change against the baseline per gated metric with its mark (+ improved, ~ near-miss, ! regressed,
-    ? inconclusive), then failed limits."""
+    ? inconclusive), then failed limits; ``-`` when there are none."""
     parts = []
     for v in record.verdicts:
         change = "n/a" if v.change is None else f"{v.change:+.1%}"
-        parts.append(f"{_HEADER.get(v.metric, v.metric)} {change} {VERDICT_MARK[v.status]}".rstrip())
+        parts.append(f"{short_label(v.metric)} {change} {VERDICT_MARK[v.status]}".rstrip())
     for lim in record.limits:
         if not lim.passed:
-            parts.append(f"{_HEADER.get(lim.metric, lim.metric)} limit {lim.limit} !")
+            parts.append(f"{short_label(lim.metric)} limit {lim.limit} !")
     return ", ".join(parts) or "-"
 
 
@@ -106,8 +261,40 @@ def warning_lines(records: list[BenchmarkRecord]) -> list[str]:
     return lines
 
 
-def render(records: list[BenchmarkRecord]) -> str:
-    """The whole report as text (empty string when there is nothing to show)."""
+def legend_lines(records: Sequence[BenchmarkRecord], target_ci_pct: Optional[float] = None,
+                 code: str = "") -> list[str]:
+    """The explanation of the cell marks (``code``: a quote to put around each mark, e.g. a markdown backtick)."""
+    def q(mark: str) -> str:
+        return f"{code}{mark}{code}"
+
+    targets = sorted({target_pct(r, target_ci_pct) for r in records}) or [target_pct_default(target_ci_pct)]
+    target = "/".join(f"±{t:g}%" for t in targets)
+
+    return [
+        f"median {q('±X%')}: 95% interval of the median, larger half-width in % of it; {q(NO_INTERVAL)} no "
+        f"interval (under 6 samples); {q(IMPRECISE)} imprecise (wider than the {target} target)",
+        f"{q(BEST)} best, its interval clear of all others; {q(TIED)} tied for best (intervals overlap); "
+        f"{q(ESTIMATED)} estimated energy (no meter read); bare values: measured once per variant",
+    ]
+
+
+def simple_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """tabulate's ``simple`` layout (a header, a dashed rule, left-aligned text columns two spaces apart)
+    without its two extra characters in every column whose header is its widest cell."""
+    text_rows = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in text_rows]) for i, h in enumerate(headers)]
+    rule = ["-" * w for w in widths]
+    return tabulate([list(headers), rule] + text_rows, tablefmt="plain", disable_numparse=True)
+
+
+def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = None,
+           target_ci_pct: Optional[float] = None) -> str:
+    """The whole report as text (empty string when there is nothing to show).
+
+    columns: the metric columns, in order (None: ``DEFAULT_COLUMNS``). target_ci_pct: the precision target in
+    percent for records whose stop rule names none (None: ``DEFAULT_TARGET_CI_PCT``); a cell whose interval is
+    wider than its record's target is flagged imprecise and never marked best.
+    """
     if not records:
         return ""
 
@@ -117,27 +304,30 @@ def render(records: list[BenchmarkRecord]) -> str:
     out = []
     for (group, model), rows_iter in groupby(sorted(records, key=key), key=key):
         rows = list(rows_iter)
-        metrics = [(m, h, s) for m, h, s in COLUMNS if any(m in r.metrics for r in rows)]
-        best = {m: _best(rows, m) for m, _, _ in metrics}
-        gated = any(r.verdicts or r.limits for r in rows)
-        headers = (["test", "precision", "quant", "batch"] + [h for _, h, _ in metrics]
-                   + (["vs baseline"] if gated else []) + ["outcome"])
-        table = []
-        for r in rows:
-            table.append([_label(r), r.variant.precision, r.variant.quantization or "-", r.variant.batch_size]
-                         + [_cell(r, m, s, best[m]) for m, _, s in metrics]
-                         + ([verdict_cell(r)] if gated else [])
-                         + [r.outcome if r.outcome != "passed" else "ok"])
+        metrics = table_metrics(rows, columns)
+        marks = {m: column_marks(rows, m, target_ci_pct) for m in metrics}
+        headers = ["test", "precision", "quant", "batch"] + [header_for(m) for m in metrics] + ["outcome"]
+        table = [[_label(r), r.variant.precision, r.variant.quantization or "-", r.variant.batch_size]
+                 + [cell(r, m, target_ci_pct, marks[m].get(i, "")) for m in metrics]
+                 + [r.outcome if r.outcome != "passed" else "ok"] for i, r in enumerate(rows)]
+        text = simple_table(headers, table)
+        footer = []
+        gated = [r for r in rows if r.verdicts or r.limits]
+        if gated:
+            with_verdicts = simple_table(headers[:-1] + ["vs baseline"] + headers[-1:],
+                                         [row[:-1] + [verdict_cell(r)] + row[-1:] for row, r in zip(table, rows)])
+            if max(len(line) for line in with_verdicts.splitlines()) <= TABLE_WIDTH:
+                text = with_verdicts
+            else:  # too wide with the column: one line per judged benchmark under the table
+                footer = [f"vs baseline: {r.name}: {verdict_cell(r)}" for r in gated]
         title = f"model: {model}" + (f"   group: {group}" if group else "")
-        out.append(title)
-        out.append(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
-        out.extend(warning_lines(rows))
-        out.append("")
-    legend = "median ± stdev over timed rounds; * best in column; ~ estimated (no meter read)"
+        out += [title, text] + footer + warning_lines(rows) + [""]
+    legend = legend_lines(records, target_ci_pct)
     if any(r.verdicts or r.limits for r in records):
-        legend += "\nvs baseline: + improved, ~ near-miss, ! regressed or limit failed, ? inconclusive (too few rounds)"
+        legend.append("vs baseline: + improved, ~ near-miss, ! regressed or limit failed, ? inconclusive "
+                      "(too few rounds)")
     energy_methods = sorted({r.energy.method for r in records if r.energy is not None})
     if energy_methods:
-        legend += "\nenergy: " + "; ".join(energy_methods)
-    out.append(legend)
+        legend.append("energy: " + "; ".join(energy_methods))
+    out.extend(legend)
     return "\n".join(out)
