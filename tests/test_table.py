@@ -64,8 +64,8 @@ def test_cells_show_the_interval_no_interval_imprecision_and_bare_once_figures()
     assert cell(r, "latency_s") == "0 ±0.00200"                          # zero median: the absolute half-width
     assert cell(r, "kld_mean_nat") == "-"
     assert cell(r, "throughput_tok_s", mark="*") == "38.4 ±1.2% *"
-    assert [interval_text(x) for x in (0.0, 0.0123, 0.0996, 0.1, 0.456)] == ["±0.0%", "±1.2%", "±10%", "±10%",
-                                                                               "±46%"]
+    assert [interval_text(x) for x in (0.0, 0.0123, 0.0996, 0.1, 0.456, 9.99, 828.0)] == [
+        "±0.0%", "±1.2%", "±10%", "±10%", "±46%", "±999%", "±>999%"]
 
 
 def test_a_records_own_stop_target_decides_its_imprecision():

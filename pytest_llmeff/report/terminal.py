@@ -154,8 +154,11 @@ def target_pct(record: BenchmarkRecord, default: Optional[float]) -> float:
 
 
 def interval_text(ci_rel: float) -> str:
-    """``ci_rel`` (a fraction) as ``±X%``: one decimal below 10%, none from 10% up."""
+    """``ci_rel`` (a fraction) as ``±X%``: one decimal below 10%, none from 10% up, ``±>999%`` from 1000% up
+    (a median near zero, e.g. the memory a tiny model's generation adds)."""
     pct = ci_rel * 100
+    if round(pct) > 999:
+        return "±>999%"
     return f"±{pct:.0f}%" if round(pct, 1) >= 10 else f"±{pct:.1f}%"
 
 
