@@ -15,8 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pytest_llmeff.measure.flops import (FlopsCounter, KNOWN_MODEL_TYPES, analytic_flops,  # noqa: E402
-                                         analytic_generate_flops, flops_cache_key, flops_disagreement_warning,
+from pytest_llmeff.measure.flops import (FlopsCounter, KNOWN_MODEL_TYPES, _attention_formulas,  # noqa: E402
+                                         analytic_flops, analytic_generate_flops, flops_cache_key,
+                                         flops_disagreement_warning,
                                          grouped_mm_flops)
 from pytest_llmeff.measure.peaks import PEAK_TFLOPS, normalize_gpu_name, peak_tflops  # noqa: E402
 
@@ -156,6 +157,20 @@ def test_grouped_mm_layouts_count_their_per_group_matmuls(case):
     assert torch.allclose(covered(out), per_group, atol=1e-4)  # the layout really is what the hand count assumes
     assert counted.flops == hand
     assert grouped_mm_flops(a.shape, b.shape, None if offs is None else int(offs[-1])) == hand
+
+
+def test_grouped_query_attention_is_counted_per_query_head():
+    """8 query heads sharing 2 key/value heads: Q K^T and A V cost 2 x b x 8 x queries x keys x head_dim each."""
+    q, k, v = torch.randn(2, 8, 5, 16), torch.randn(2, 2, 7, 16), torch.randn(2, 2, 7, 16)
+    hand = 2 * (2 * 2 * 8 * 5 * 7 * 16)
+    with FlopsCounter().count() as counted:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert counted.flops == hand
+    # the fused CUDA ops get the same formula (torch's own refused these shapes before 2.13)
+    fused = _attention_formulas()
+    assert len(fused) == 3
+    meta = [t.to("meta") for t in (q, k, v)]
+    assert all(formula(*meta) == hand for formula in fused.values())
 
 
 # --- analytic count: only for the architectures it knows -------------------------------------------------------

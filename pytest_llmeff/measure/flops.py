@@ -45,7 +45,7 @@ def register_missing_formulas() -> None:
             flop_counter.register_flop_formula(op, get_raw=True)(formula)
 
     def cpu_sdpa(query, key, value, *args, out_val=None, **kwargs) -> int:
-        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+        return sdpa_flops(query.shape, key.shape, value.shape)
 
     def dynamic_linear(x, packed, *args, out_val=None, **kwargs) -> int:
         weight, _bias = packed.unpack()
@@ -87,6 +87,34 @@ def register_missing_formulas() -> None:
         register(getattr(bnb, "int8_mixed_scaled_mm", None), bnb_int8_mixed)
         register(getattr(bnb, "int8_scaled_mm", None), bnb_int8)
         register(getattr(bnb, "int8_linear_matmul", None), bnb_int8)
+
+
+def sdpa_flops(query_shape, key_shape, value_shape) -> int:
+    """FLOP of one scaled-dot-product attention: Q K^T and the softmax-weighted sum of V over the full (masked)
+    score matrix, 2 x batch x query_heads x queries x keys x (head_dim + value_dim). Grouped-query attention (key
+    and value with fewer heads than the query, each shared by a group of query heads) costs the same per query head.
+    Shapes are ``(batch, heads, positions, dim)``."""
+    b, q_heads, queries, q_dim = (int(d) for d in query_shape)
+    kv_heads, keys, v_dim = int(key_shape[1]), int(key_shape[2]), int(value_shape[3])
+    if kv_heads < 1 or q_heads % kv_heads:
+        raise ValueError(f"attention with {q_heads} query heads and {kv_heads} key/value heads: not a whole group")
+    return 2 * b * q_heads * queries * keys * (q_dim + v_dim)
+
+
+def _attention_formulas() -> dict:
+    """Our formula for torch's fused attention ops, passed to FlopCounterMode as ``custom_mapping``: torch's own
+    formula refuses grouped-query shapes before torch 2.13 (seen on CUDA with torch 2.11: "query/key/value shapes
+    are incompatible"), which would abort the counting pass of every GQA model (SmolLM2, Llama 3, Mistral)."""
+    import torch
+
+    def fused_sdpa(query, key, value, *args, out_val=None, **kwargs) -> int:
+        return sdpa_flops(query.shape, key.shape, value.shape)
+
+    fused_sdpa._get_raw = True  # FlopCounterMode passes the tensors themselves, as register_flop_formula(get_raw=True)
+    names = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_cudnn_attention")
+    ops = (getattr(torch.ops.aten, name, None) for name in names)
+    return {op: fused_sdpa for op in ops if op is not None}
 
 
 def grouped_mm_flops(a_shape, b_shape, last_offset: Optional[int] = None) -> int:
@@ -158,7 +186,7 @@ class FlopsCounter:
 
         register_missing_formulas()
         result = FlopCount()
-        mode = FlopCounterMode(display=False)
+        mode = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
         with mode:
             yield result
         result.flops = int(mode.get_total_flops())
