@@ -62,8 +62,12 @@ def _record(precision, tps, estimated=True, outcome="passed"):
 def test_table_marks_the_best_by_direction_and_estimates():
     text = render([_record("float32", [10.0, 12.0]), _record("bfloat16", [20.0, 22.0])])
     rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("test ")}
-    assert "21.0 ± 1.4 *" in rows["bfloat16"] and "11.0 ± 1.4 *" not in rows["float32"]
-    assert "~0.600 ± 0.141" in rows["float32"]
+    assert "21.0 ?" in rows["bfloat16"] and "*" not in rows["bfloat16"]  # 2 rounds: no interval, never "best"
+    assert "~0.600 ?" in rows["float32"]
+    precise = render([_record("float32", [10.0, 10.1, 10.0, 10.1, 10.0, 10.1]),
+                      _record("bfloat16", [20.0, 20.2, 20.0, 20.2, 20.0, 20.2])])
+    rows = {line.split()[1]: line for line in precise.splitlines() if line.startswith("test ")}
+    assert "20.1 ±0.5% *" in rows["bfloat16"] and "*" not in rows["float32"]
     assert "model: m   group: g" in text
     measured = render([_record("float32", [10.0, 12.0], estimated=False)])
     assert "~" not in measured.split("median")[0]
