@@ -37,6 +37,9 @@ def llmeff_pytester(pytester, tiny_cache, monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(pytester.path / "hf-home"))
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    # the tiny model's rounds are milliseconds long and very noisy: without a short budget, a session whose test
+    # sets no rounds= would time 100 rounds for nothing (a test's own --llmeff-max-time comes later and wins)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--llmeff-max-time=0.5")
     return pytester
 
 
