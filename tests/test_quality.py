@@ -177,6 +177,7 @@ def test_a_call_with_its_own_prompts_gets_drift_on_those_prompts(llmeff_pytester
     same = sum(a == b for a, b in zip(*rows))
     prefix = next((i for i, (a, b) in enumerate(zip(*rows)) if a != b), n)
     assert m["token_agreement"] == pytest.approx(same / n)
+    assert m["token_agreement"] * n == pytest.approx(round(m["token_agreement"] * n))  # n positions, not the marker's
     assert m["prefix_agreement"] == pytest.approx(prefix / n)
     assert {"top1_agreement", "kld_mean_nat", "kld_p99_nat", "ppl", "ppl_ratio"} <= set(m)
     assert 0.0 <= m["top1_agreement"] <= 1.0 and m["kld_mean_nat"] >= 0.0
