@@ -19,14 +19,18 @@ identically for both sides). At each position the next-token distribution is ``l
 *What is kept of the reference, and the error it costs.* llama.cpp stores the reference's full log-probs (16 bits
 per vocabulary entry and position); for SmolLM2 (vocabulary 49,152) and 2,048 positions that is ~200 MB, and
 ~400 MB in float32. Here the reference keeps, per position, only its ``TOP_K`` most likely token ids with their
-log-probs and the log of the remaining mass (``TOP_K`` = 256: 2,048 x 256 x (4 + 4) B = 4 MiB). The variant's
+log-probs and the log of the remaining mass (``TOP_K`` = 1024: 2,048 x 1,024 x (4 + 4) B = 16 MiB; a variant
+compared with it adds 8 MiB for its log-probs on the same ids, while its drift is computed). The variant's
 distribution is reduced onto the same K + 1 buckets (its log-probs at the reference's ids, and the log of its
 mass elsewhere, computed with logsumexp, not 1 - sum), and the KL is taken between the reduced distributions.
 By the data-processing inequality this is a LOWER bound of the exact full-vocabulary KL; the gap at a position is
 exactly ``P_rest * KL(P | rest || Q | rest)`` (the reference's mass outside its top K times the divergence of the
 two distributions renormalised there), so it vanishes when the reference is confident (little mass outside the
 top K) or the two agree on the tail's shape. It is exact when K >= the vocabulary. ``tests/test_quality.py``
-checks it against the exact full-vocabulary KL. A variant against itself gives exactly 0.
+checks it against the exact full-vocabulary KL. A variant against itself gives exactly 0. Measured on SmolLM2-135M
+(bfloat16 vs float32, 2,046 positions), the gap is about the reference's mean mass outside the buckets: K = 256:
+7.3% of that mass, KL 7.3% low; K = 1024: 2.8%, 2.6% low (p99 0.4% low); K = 4096: 0.6%, 0.6% low. The top-1
+agreement and the perplexity are exact (full vocabulary on each side).
 
 **Greedy** (the benchmarked work): all prompts of the benchmark (the call's ``prompts=``/``max_new_tokens=`` when
 given, else the marker's) in one batch, fixed length, greedy.
@@ -52,7 +56,7 @@ PROBE_MAX_TOKENS = 2048
 #: the longest window of one forward pass (the model's context caps it further); bounds the logits held at once
 PROBE_WINDOW_MAX_TOKENS = 1024
 #: the reference's most likely tokens kept per position (the rest is one bucket)
-TOP_K = 256
+TOP_K = 1024
 #: positions turned into float32 log-probs at a time (bounds the float32 copy of the logits)
 _SLICE_POSITIONS = 256
 _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length")

@@ -52,14 +52,29 @@ PROMPTS = ["Explain why a measurement needs a unit.", "Write a line about tides.
 
 
 @pytest.fixture(scope="module")
+def tiny_reference(tiny_model):
+    """The tiny model's own probe (default K = 1024 covers its 877-token vocabulary: every token a bucket)."""
+    return quality.probe(tiny_model, PROMPTS, 6)
+
+
+@pytest.fixture(scope="module")
+def tiny_ids(tiny_model):
+    """The probe's token ids, tokenized here (not by probe_token_ids), and the tiny model's exact log-probs."""
+    ids = tiny_model.tokenizer(_text()).input_ids[:quality.PROBE_MAX_TOKENS]
+    return ids, _exact_log_probs(tiny_model.model, ids, 512).double()
+
+
+@pytest.fixture(scope="module")
 def confident_pair(tiny_model):
-    """(reference, perturbed copy) of a confident tiny model, their probes on K = 64 buckets."""
+    """(reference model, perturbed copy, the reference's probe on K = 64 buckets: the default K covers the tiny
+    vocabulary of 877 tokens, which would make the reduced KL trivially exact)."""
     ref_model, var_model = _with(tiny_model, scale=30.0), _with(tiny_model, scale=30.0, noise=0.01)
-    reference = quality.probe(ref_model, PROMPTS, 8)
+    reference = quality.QualityData(tokens=quality.greedy_tokens(ref_model, PROMPTS, 8),
+                                    forced=quality.teacher_forced(ref_model, top_k=64))
     return ref_model, var_model, reference
 
 
-def test_the_text_is_original_long_enough_and_read_in_full_windows(tiny_model):
+def test_the_text_is_original_long_enough_and_read_in_full_windows(tiny_model, tiny_reference):
     words = _text().split()
     assert len(words) >= 1500
     ids = tiny_model.tokenizer(_text()).input_ids  # counted here, independently of probe_token_ids
@@ -68,13 +83,13 @@ def test_the_text_is_original_long_enough_and_read_in_full_windows(tiny_model):
     used = min(quality.PROBE_MAX_TOKENS, len(ids))
     assert used >= 2000 and forced.window_tokens == 1024
     assert forced.positions == used - 2  # 2 windows of 1024 tokens, each scores all but its last token
-    small = quality.teacher_forced(tiny_model)  # the tiny model's own context (512) caps the window
+    small = tiny_reference.forced  # the tiny model's own context (512) caps the window
     assert small.window_tokens == tiny_model.model.config.max_position_embeddings == 512
     assert small.positions == used - 4
 
 
-def test_a_variant_against_itself_does_not_drift(tiny_model):
-    reference = quality.probe(tiny_model, PROMPTS, 6)
+def test_a_variant_against_itself_does_not_drift(tiny_model, tiny_reference, tiny_ids):
+    reference = tiny_reference
     again = quality.probe(tiny_model, PROMPTS, 6, reference=reference.forced)  # a second, separate pass
     for data in (reference, again):
         m = quality.drift_metrics(data, reference)
@@ -85,8 +100,7 @@ def test_a_variant_against_itself_does_not_drift(tiny_model):
         assert abs(m["kld_mean_nat"][0]) <= 1e-6 and abs(m["kld_p99_nat"][0]) <= 1e-6
         assert m["ppl_ratio"][0] == pytest.approx(1.0, abs=1e-6)
     # the perplexity is exp(mean NLL of the actual next tokens), computed here from the full distribution
-    ids = tiny_model.tokenizer(_text()).input_ids[:quality.PROBE_MAX_TOKENS]
-    lp = _exact_log_probs(tiny_model.model, ids, 512)
+    ids, lp = tiny_ids
     targets = torch.cat([torch.tensor(ids[s + 1:s + 512]) for s in range(0, len(ids) - 1, 512)])
     nll = -lp.gather(1, targets[:, None]).double().mean()
     assert reference.ppl == pytest.approx(float(torch.exp(nll)), rel=1e-5)
@@ -106,7 +120,8 @@ def test_a_perturbed_copy_drifts_and_the_reduced_kl_matches_the_exact_one(tiny_m
     exact = torch.nn.functional.kl_div(q, p, reduction="none", log_target=True).sum(dim=1)
     reduced = quality.kld_per_position_nat(mine.forced, reference.forced)
     # stated error: the reduced KL is a lower bound, 2% below the exact mean at most for this confident model
-    # (the reference's mass outside its top 256 is < 1% here), and the p99 within 2%
+    # (the reference's mass outside its top 64 is ~0.6% here), and the p99 within 2%
+    assert 0.001 < float(reference.forced.rest_logprob_nat.exp().mean()) < 0.02  # a real tail, not empty
     assert bool((reduced <= exact + 1e-6).all())
     assert m["kld_mean_nat"][0] == pytest.approx(float(exact.mean()), rel=0.02)
     assert m["kld_p99_nat"][0] == pytest.approx(float(torch.quantile(exact, 0.99)), rel=0.02)
@@ -121,20 +136,20 @@ def test_a_perturbed_copy_drifts_and_the_reduced_kl_matches_the_exact_one(tiny_m
     assert m["top1_agreement"][0] == pytest.approx(float((p.argmax(1) == q.argmax(1)).double().mean()))
 
 
-def test_with_k_covering_the_vocabulary_the_kl_is_exact(tiny_model):
+def test_with_k_covering_the_vocabulary_the_kl_is_exact(tiny_model, tiny_reference, tiny_ids):
     var_model = _with(tiny_model, noise=0.05)
-    reference = quality.teacher_forced(tiny_model, top_k=1024)  # > 877 tokens: every token is a bucket
+    reference = tiny_reference.forced  # the default K = 1024 > 877 tokens: every token is a bucket
+    assert quality.TOP_K >= tiny_model.model.config.vocab_size
     mine = quality.teacher_forced(var_model, reference)
-    ids = tiny_model.tokenizer(_text()).input_ids[:quality.PROBE_MAX_TOKENS]
-    p = _exact_log_probs(tiny_model.model, ids, 512).double()
+    ids, p = tiny_ids
     q = _exact_log_probs(var_model.model, ids, 512).double()
     exact = torch.nn.functional.kl_div(q, p, reduction="none", log_target=True).sum(dim=1)
     assert torch.allclose(quality.kld_per_position_nat(mine, reference), exact, rtol=1e-4, atol=1e-8)
 
 
-def test_the_variant_must_read_the_reference_buckets(tiny_model, confident_pair):
+def test_the_variant_must_read_the_reference_buckets(tiny_reference, confident_pair):
     _, _, reference = confident_pair
-    other = quality.teacher_forced(tiny_model)  # its own buckets, not the reference's
+    other = tiny_reference.forced  # its own buckets, not the reference's
     with pytest.raises(ValueError, match="buckets"):
         quality.kld_per_position_nat(other, reference.forced)
 
@@ -164,7 +179,7 @@ def test_a_call_with_its_own_prompts_gets_drift_on_those_prompts(llmeff_pytester
 
     prompt, n = "The harbour master read the tide gauge every", 11
     llmeff_pytester.makepyfile(test_custom=CUSTOM.format(prompt=prompt, n=n))
-    result, data = run_with_json(llmeff_pytester)
+    result, data = run_with_json(llmeff_pytester, "--llmeff-energy=off")
     result.assert_outcomes(passed=1)
     (bench,) = data["benchmarks"]
     m = {k: v["median"] for k, v in bench["metrics"].items()}
