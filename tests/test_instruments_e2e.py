@@ -207,10 +207,14 @@ def test_short_windows_are_repeated_until_the_meter_can_resolve_them(tiny_model)
     assert measured.energy_repeats >= 2
     assert any(f"energy measured over {measured.energy_repeats} generates per window" in w
                for w in measured.warnings)
-    # energy per generate ~ power x one generate's time, not x the whole repeated window
+    # energy per generate = power x the repeated window's time / repeats, not x the whole window: exact on the last
+    # window (the record keeps it), whatever the load did to the timed rounds
+    last = measured.energy
+    assert measured.samples["energy_j"][-1] == pytest.approx(10.0 * last.duration_s / measured.energy_repeats)
+    # and each window holds about one generate per repeat (loose: a loaded machine stretches single rounds)
     median_latency = statistics.median(measured.samples["latency_s"])
     for e in measured.samples["energy_j"]:
-        assert e == pytest.approx(10.0 * median_latency, rel=0.6)
+        assert 10.0 * median_latency / 8 < e < 10.0 * median_latency * 8, (e, median_latency)
     assert len(measured.samples["energy_prefill_j"]) == 3
     assert statistics.median(measured.samples["energy_prefill_j"]) < statistics.median(measured.samples["energy_j"])
 

@@ -100,10 +100,11 @@ def test_a_session_records_why_it_stopped_and_the_precision_it_reached(llmeff_py
 def test_explicit_rounds_and_marker_settings_reach_the_record(llmeff_pytester):
     fixed = _record(llmeff_pytester, "--llmeff-rounds=3")
     assert (fixed["rounds"], fixed["stop"]["reason"], fixed["stop"]["target_ci_rel"]) == (3, "fixed_rounds", None)
-    capped = _record(llmeff_pytester, extra=", min_rounds=2, max_rounds=4, target_ci_pct=0.001")
+    # (a generous budget: the tests' default of 0.5 s, given on the command line, would beat the marker's rounds)
+    capped = _record(llmeff_pytester, "--llmeff-max-time=120", extra=", min_rounds=2, max_rounds=4, target_ci_pct=0.001")
     assert (capped["rounds"], capped["stop"]["reason"]) == (4, "max_rounds")
     # the command line beats the marker
-    cli = _record(llmeff_pytester, "--llmeff-max-rounds=7", "--llmeff-min-rounds=7",
+    cli = _record(llmeff_pytester, "--llmeff-max-time=120", "--llmeff-max-rounds=7", "--llmeff-min-rounds=7",
                   extra=", min_rounds=2, max_rounds=4, target_ci_pct=0.001")
     assert (cli["rounds"], cli["stop"]["max_rounds"]) == (7, 7)
 

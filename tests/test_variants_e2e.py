@@ -42,14 +42,16 @@ def test_every_variant_loads_generates_and_reports_drift(llmeff_pytester, run_wi
                                  "compute capability >= 8.9*"])
     out = result.stdout.str()
     assert "INTERNALERROR" not in out and "MatMul8bitLt" not in out
-    result.stdout.fnmatch_lines(["*agree*ppl ratio*"])
+    result.stdout.fnmatch_lines(["*tok/s*top1 %*"])  # the default table's drift column
 
     by_id = {b["variant"]["id"]: b for b in data["benchmarks"]}
     ref = by_id["tiny-random-llama-fp32-b1"]["metrics"]
     assert ref["token_agreement"]["median"] == 1.0 and ref["ppl_ratio"]["median"] == 1.0
+    assert ref["top1_agreement"]["median"] == 1.0 and ref["kld_mean_nat"]["median"] == pytest.approx(0, abs=1e-6)
     for vid, bench in by_id.items():
         m = bench["metrics"]
-        assert {"token_agreement", "ppl", "ppl_ratio"} <= set(m), vid
+        assert {"token_agreement", "prefix_agreement", "top1_agreement", "kld_mean_nat", "kld_p99_nat", "ppl",
+                "ppl_ratio"} <= set(m), vid
         assert 0.0 <= m["token_agreement"]["median"] <= 1.0
         assert bench["variant"]["reference"] == "tiny-random-llama-fp32"
         # dense-equivalent FLOPs are the same for every variant of the same work
