@@ -1,16 +1,18 @@
 """Keeps at most ONE variant loaded per process, so each variant is loaded exactly once when its tests run
-together (the plugin orders them so). Switching to another variant frees the previous one first.
+together (the plugin orders them so). Switching to another variant frees the previous one first, and gives its
+memory back to the system (``release_memory``: gc, CUDA cache, glibc malloc_trim), so the next variant's process
+peak does not carry the freed model's pages.
 A variant that failed to load is remembered, so its other tests fail at once with the same message."""
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.backends.gguf import ModelSourceError
 from pytest_llmeff.backends.quant import VariantUnsupported
+from pytest_llmeff.measure.memory import release_memory
 from pytest_llmeff.results import LoadEvent
 from pytest_llmeff.variants import Variant
 
@@ -63,14 +65,11 @@ class ModelCache:
         return loaded
 
     def release(self) -> None:
-        """Free the current variant (and its accelerator memory)."""
+        """Free the current variant and give its memory back (host pages and the CUDA cache).
+
+        Only this cache's reference is dropped: a caller still holding the LoadedModel keeps it alive."""
         if self._loaded is None:
             return
-        device = self._loaded.device
         self._loaded = None
         self._key = None
-        gc.collect()
-        if device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        release_memory()
