@@ -183,7 +183,21 @@ def test_the_default_table_of_six_variants_with_every_metric_and_verdicts_fits_1
     # the imprecise leader (float16, ±12%) is never marked best; the interval-less int8 shows "?"
     row = {line.split()[1] + (line.split()[2] if line.split()[2] != "-" else ""): line for line in table[2:]}
     assert "  123 ±12%!  " in row["float16"] and "  12.3 ?  " in row["float32int8"]
-    assert "warning: m-float32-dynamic-int8-b1: throughput varies" in text
+    # a warning every row raised is printed once, for all of them
+    assert "warning: all 6 variants: throughput varies: coefficient of variation 11%" in text.splitlines()
+
+
+def test_warnings_name_their_variants_and_tell_two_tests_of_one_variant_apart():
+    from pytest_llmeff.report.terminal import warning_lines
+
+    a = _realistic("float32", None, "test_a", 30.0, 0.01)
+    b = _realistic("float32", None, "test_b", 30.0, 0.01)
+    c = _realistic("bfloat16", None, "test_a", 30.0, 0.01)
+    a.warnings, b.warnings, c.warnings = ["slow round"], ["noisy"], ["slow round", "noisy"]
+    assert warning_lines([a, b, c]) == [
+        "warning: m-float32-none-b1 (test_a), m-bfloat16-none-b1: slow round",
+        "warning: m-float32-none-b1 (test_b), m-bfloat16-none-b1: noisy",
+    ]
 
 
 def test_the_vs_baseline_column_stays_while_the_table_fits_160():

@@ -253,15 +253,21 @@ def _label(record: BenchmarkRecord) -> str:
 
 
 def warning_lines(records: list[BenchmarkRecord]) -> list[str]:
-    """The table's footer: each record's warnings, one line each, prefixed with the variant id (a line that
-    repeats exactly, e.g. two benchmarks of one variant, is shown once)."""
-    lines: list[str] = []
+    """The table's footer: each warning once, ``warning: <who>: <text>``, in first-seen order. ``who`` names the
+    variants that raised it (``all N variants`` when every row did); a variant with several rows (two tests, or
+    named benchmarks) is named with its benchmark, so no two records' warnings are confused."""
+    ids = [r.variant.id for r in records]
+    shared = {i for i in ids if ids.count(i) > 1}
+    by_text: dict[str, list[str]] = {}
     for r in records:
+        who = f"{r.variant.id} ({r.name.split('[', 1)[0]})" if r.variant.id in shared else r.variant.id
         for w in r.warnings:
-            line = f"warning: {r.variant.id}: {w}"
-            if line not in lines:
-                lines.append(line)
-    return lines
+            names = by_text.setdefault(w, [])
+            if who not in names:
+                names.append(who)
+    rows = len({(r.variant.id, r.name) for r in records})
+    return [f"warning: {f'all {rows} variants' if len(names) == rows > 1 else ', '.join(names)}: {text}"
+            for text, names in by_text.items()]
 
 
 def legend_lines(records: Sequence[BenchmarkRecord], target_ci_pct: Optional[float] = None,
