@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,14 @@ def test_cli_compare_gives_verdicts_and_exit_1_on_a_regression(tmp_path, capsys)
     assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "same.json"),
                      "--fail", "throughput_tok_s:5%"]) == 0
     assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "nope.json")]) == 2
+
+
+def test_the_readme_metric_table_is_the_metric_table():
+    """Every built-in metric is a README row with its unit, direction and sampling, and no row is extra."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("| name | unit | better | sampled | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:5] for line in section.splitlines()[2:]]
+    arrow = {"higher": "higher", "lower": "lower", "none": "–"}
+    kind = {"round": "per round", "token": "per token", "once": "once"}
+    assert [[c.strip() for c in row] for row in rows] == [
+        [m.name, m.unit, arrow[m.direction], kind[m.sampling]] for m in BUILTIN_METRICS]
