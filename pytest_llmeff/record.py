@@ -105,6 +105,34 @@ def _stop_info(rule: "StopRule", measured):
                     achieved_ci_rel=rule.achieved(measured.samples) if adaptive else {})
 
 
+PHASES = ("load", "warmup", "timed", "energy_extra", "flops", "quality", "custom")  # time_s keys, in order
+
+
+def run_time_s(records: list["BenchmarkRecord"], session_s: float) -> dict[str, float]:
+    """The run's time per phase: each phase summed over the records, ``benchmarks`` (their totals) and
+    ``session`` (the pytest session's wall time, which also holds collection, imports and other tests)."""
+    totals: dict[str, float] = {}
+    for record in records:
+        for phase, seconds in record.time_s.items():
+            if phase != "total":
+                totals[phase] = totals.get(phase, 0.0) + seconds
+    ordered = {p: totals.pop(p) for p in PHASES if p in totals}
+    ordered.update(totals)
+    ordered["benchmarks"] = sum(r.time_s.get("total", 0.0) for r in records)
+    ordered["session"] = session_s
+    return ordered
+
+
+def time_line(time_s: dict[str, float]) -> str:
+    """``where the time went: timed 52.1 s, quality 20.3 s, ... (benchmarks 80.0 s of a 87.1 s session)``: the
+    phases by size, so a user sees why a run is slow."""
+    phases = sorted(((p, s) for p, s in time_s.items() if p not in ("benchmarks", "session") and s >= 0.05),
+                    key=lambda item: -item[1])
+    text = ", ".join(f"{p} {s:.1f} s" for p, s in phases)
+    return (f"where the time went: {text or 'nothing measured'} (benchmarks {time_s.get('benchmarks', 0):.1f} s "
+            f"of a {time_s.get('session', 0):.1f} s session)")
+
+
 def one_line(record: "BenchmarkRecord") -> str:
     """The ``-v`` line printed under a benchmark test."""
     m = record.metrics

@@ -154,13 +154,18 @@ def catch_sigterm(session: LlmeffSession) -> Callable[[], None]:
 
 def build_run(session: LlmeffSession, config):
     """The session's ``Run``: what finished, and how the session ended."""
+    from datetime import datetime
+
     from pytest_llmeff.measure.machine import commit_info, versions
+    from pytest_llmeff.record import run_time_s
     from pytest_llmeff.results import CommitInfo, MachineInfo, Run
 
     t = session.turnstile
     ending = session.ending
+    finished_at = utc_now()
+    session_s = (datetime.fromisoformat(finished_at) - datetime.fromisoformat(session.started_at)).total_seconds()
     return Run(
-        started_at=session.started_at, finished_at=utc_now(), machine=MachineInfo(**machine_info(config)),
+        started_at=session.started_at, finished_at=finished_at, time_s=run_time_s(session.records, session_s), machine=MachineInfo(**machine_info(config)),
         versions=versions(), commit=CommitInfo(**commit_info()), pytest_args=list(config.invocation_params.args),
         loads=session.loads, baseline=session.baseline.label(),
         interleave=None if t is None else {"dir": str(t.directory), "role": t.role, "turns": t.turns,
@@ -184,3 +189,4 @@ def finish_session(session: LlmeffSession, config) -> None:
     storage = storage_for(session, run.machine.model_dump())
     session.outputs = write_outputs(run, session.options, session.rootdir, storage, comparison)
     session.outputs.comparison = comparison
+    session.outputs.time_s = dict(run.time_s) if run.benchmarks else {}

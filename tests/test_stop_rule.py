@@ -154,3 +154,21 @@ def test_pytest_help_prints_every_option(pytester):
     for opt, *_ in _OPTIONS:
         assert opt in text, opt
     assert "METRIC:N% or" in text and "'%' optional" in text
+
+
+def test_the_run_says_where_the_time_went(llmeff_pytester):
+    llmeff_pytester.makepyfile(test_s=BENCH.format(extra=""))
+    out = llmeff_pytester.path / "out.json"
+    result = llmeff_pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llmeff-report", f"--llmeff-json={out}")
+    result.assert_outcomes(passed=1)
+    data = json.loads(out.read_text())
+    bench, run = data["benchmarks"][0]["time_s"], data["time_s"]
+    phases = {k: v for k, v in bench.items() if k != "total"}
+    assert {"load", "warmup", "timed", "flops", "custom"} <= set(phases)
+    assert bench["total"] == pytest.approx(sum(phases.values()))
+    assert run["benchmarks"] == pytest.approx(bench["total"]) and run["timed"] == pytest.approx(bench["timed"])
+    # independent clock: the session's start and end stamps in the same file
+    from datetime import datetime
+    wall = (datetime.fromisoformat(data["finished_at"]) - datetime.fromisoformat(data["started_at"])).total_seconds()
+    assert run["session"] == pytest.approx(wall, abs=0.01) and run["benchmarks"] <= wall
+    result.stdout.fnmatch_lines(["llmeff: where the time went: *timed * s*(benchmarks * s of a * s session)"])

@@ -34,9 +34,10 @@ class Outputs:
     """What the end of the session wrote. ``json_path``: the run file (None if even the fallback failed);
     ``lines``: what was written where; ``notices``: what was deliberately not done (a baseline kept);
     ``errors``: what failed, one line each (they make the session fail); ``comparison``: the baseline's lines
-    (renamed, new and missing benchmarks, mismatches)."""
+    (renamed, new and missing benchmarks, mismatches); ``time_s``: the run's time per phase."""
 
     json_path: Optional[Path] = None
+    time_s: dict[str, float] = field(default_factory=dict)
     comparison: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)

@@ -42,6 +42,10 @@ def summary_lines(session) -> list[Line]:
     out = session.outputs
     if out is None:
         return lines
+    if out.time_s:
+        from pytest_llmeff.record import time_line
+
+        lines.append((f"llmeff: {time_line(out.time_s)}", None))
     if out.json_path is not None:
         lines.append((f"llmeff: results written to {out.json_path}", None))
     lines += [(f"llmeff: {line}", None) for line in out.lines]
