@@ -101,7 +101,9 @@ def test_the_footer_lists_each_records_warnings_prefixed_with_its_variant_id(tin
                                       "variant": rec.variant.model_copy(update={"id": precision_id})})
 
     records = [record("a-b1", ["first", "second"]), record("b-b1", ["first"]), record("c-b1", [])]
-    assert warning_lines(records) == ["warning: a-b1: first", "warning: a-b1: second", "warning: b-b1: first"]
+    assert warning_lines(records) == ["warning: a-b1, b-b1: first", "warning: a-b1: second"]
+    assert warning_lines(records[:2] + [record("c-b1", ["first"])]) == ["warning: all 3 variants: first",
+                                                                          "warning: a-b1: second"]
     lines = render(records).splitlines()
     assert [line for line in lines if line.startswith("warning:")] == warning_lines(records)
 
