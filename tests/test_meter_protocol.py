@@ -193,3 +193,14 @@ def test_gpu_sharing_warning_asks_the_meter():
     assert gpu_sharing_warning(_SharedGpuMeter(error=RuntimeError("driver gone"))) is None
     assert gpu_sharing_warning(OffMeter()) is None
     assert gpu_sharing_warning(None) is None
+
+
+def test_each_gpu_gets_its_own_meter_and_the_cpu_one_meter():
+    """A cuda:1 variant must not be metered by the cuda:0 meter (each NVML meter reads its own GPU)."""
+    from pytest_llmeff.measure.meter_set import MeterSet
+
+    meters = MeterSet("off", "USA")
+    assert meters.for_device("cuda:0") is meters.for_device("cuda:0")
+    assert meters.for_device("cuda:0") is not meters.for_device("cuda:1")
+    assert meters.for_device("cuda") is not meters.for_device("cuda:0")  # device_map=auto: every visible GPU
+    assert meters.for_device("cpu") is meters.for_device("cpu")

@@ -1,5 +1,6 @@
-"""The session's energy meters: one per device kind (``cpu`` or ``cuda``), made on first use, each with its idle
-power measured once when ``--llmeff-idle-s`` asks for it and the meter is a physical one."""
+"""The session's energy meters: one per device (``cpu``, ``cuda`` for every visible GPU, ``cuda:N`` for one),
+made on first use, each with its idle power measured once when ``--llmeff-idle-s`` asks for it and the meter is
+a physical one."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from pytest_llmeff.measure.meters import DEFAULT_POWERCAP_ROOT, make_meter
 
 
 def device_kind(device: str) -> str:
-    """``cuda`` for any ``cuda[:N]`` device, else ``cpu``: the key of a meter and of its idle power."""
-    return "cuda" if device.startswith("cuda") else "cpu"
+    """The key of a meter and of its idle power: ``cuda:N`` for one GPU (its NVML meter reads that GPU only),
+    ``cuda`` for a model spread over every visible GPU, else ``cpu``."""
+    return device if device.startswith("cuda") else "cpu"
 
 
 class MeterSet:
-    """Meters by device kind.
+    """Meters by device (``device_kind``).
 
     ``backend``: ``--llmeff-energy`` (auto, nvml, rapl, codecarbon, off). ``country_iso3``: the grid for CO2.
-    ``idle_s``: seconds of idle measurement before the first benchmark on a device kind (0: none).
+    ``idle_s``: seconds of idle measurement before the first benchmark on a device (0: none).
     ``progress``: writes one line to the terminal.
     """
 
