@@ -5,10 +5,15 @@
                                           results in .llmeff/runs and the stored baselines in .llmeff/baselines)
     llmeff compare BASE CURRENT [--fail SPEC] [--alpha P]
                                           verdicts of CURRENT against BASE (exit 1 on a regression)
+    llmeff history [--storage DIR] [--benchmark NAME_OR_NODEID] [--metric METRIC] [--machine FP] [--penalty B]
+                                          the series of one benchmark's metric over the stored runs of one machine,
+                                          with change points (needs the ``history`` extra: ruptures)
     llmeff schema [--write]               print (or rewrite the shipped copy of) the JSON Schema
 
 Exit status: 0 done, 1 a regression (compare) or nothing to list (list), 2 a usage error: a bad option value or
-a file that is missing, empty, binary, truncated, malformed or not a run. A usage error is ONE line on stderr,
+a file that is missing, empty, binary, truncated, malformed or not a run; for history also nothing stored, an
+unknown benchmark or metric, or the change point library not installed (a damaged run file among good ones is
+skipped with one line on stderr). A usage error is ONE line on stderr,
 ``llmeff: error: <what>: <problem>``, never a traceback.
 """
 
@@ -164,6 +169,39 @@ def _list(directory: Optional[str]) -> int:
     return 0
 
 
+def _penalty(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1000:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; give a positive number (default 3; smaller "
+                                         "finds more change points and more false ones)")
+    return value
+
+
+def _current_fingerprint() -> Optional[str]:
+    from pytest_llmeff.measure.machine import machine_info
+    from pytest_llmeff.storage import machine_fingerprint
+
+    try:
+        return machine_fingerprint(machine_info())
+    except Exception:  # noqa: BLE001 - an unreadable machine only means "no current folder"
+        return None
+
+
+def _history(storage: str, benchmark: Optional[str], metric: str, machine: Optional[str], penalty: float) -> int:
+    from pytest_llmeff import history
+
+    history.require_library()  # one line naming the extra when ruptures is missing
+    series = history.load_history(Path(storage).expanduser(), benchmark, metric, machine=machine,
+                                  current_fingerprint=_current_fingerprint)
+    for line in series.skipped:
+        print(f"{PROG}: skipped unreadable run file {line}", file=sys.stderr)
+    print(history.render(history.detect(series, penalty)))
+    return 0
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog=PROG, description="pytest-llmeff stored results")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +216,16 @@ def _parser() -> _Parser:
     cmp.add_argument("--fail", default=DEFAULT_FAIL, type=_thresholds,
                      help=f"thresholds, as --llmeff-compare-fail (default {DEFAULT_FAIL.replace('%', '%%')})")
     cmp.add_argument("--alpha", type=_alpha, default=0.01, help="significance level, 0 < P < 1 (default 0.01)")
+    hist = sub.add_parser("history", help="one benchmark's metric over the stored runs, with change points")
+    hist.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
+                      help=f"storage root, one folder per machine (default {DEFAULT_STORAGE})")
+    hist.add_argument("--benchmark", default=None, metavar="NAME_OR_NODEID",
+                      help="node id or benchmark name (needed when more than one benchmark is stored)")
+    hist.add_argument("--metric", default="throughput_tok_s", help="metric name (default throughput_tok_s)")
+    hist.add_argument("--machine", default=None, metavar="FINGERPRINT",
+                      help="the machine folder under DIR (default: this machine's, or the only one)")
+    hist.add_argument("--penalty", type=_penalty, default=3.0,
+                      help="change point penalty multiplier (default 3; see pytest_llmeff/history.py)")
     schema = sub.add_parser("schema", help="print the JSON Schema of run files")
     schema.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_FILE.name} in the package")
     return parser
@@ -192,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(args.directory)
         if args.command == "compare":
             return _compare(args.base, args.current, args.fail, args.alpha)
+        if args.command == "history":
+            return _history(args.storage, args.benchmark, args.metric, args.machine, args.penalty)
         if args.write:
             try:
                 atomic_write_text(SCHEMA_FILE, schema_text())

@@ -132,7 +132,7 @@ def test_compare_bad_fail_spec_is_one_line(files, capsys, spec, problem):
 
 @pytest.mark.parametrize("argv, message", [
     ([], "the following arguments are required: command"),
-    (["frob"], "argument command: invalid choice: 'frob' (choose from 'show', 'list', 'compare', 'schema')"),
+    (["frob"], "argument command: invalid choice: 'frob' (choose from 'show', 'list', 'compare', 'history', 'schema')"),
     (["show"], "the following arguments are required: paths"),
     (["compare", "a.json"], "the following arguments are required: current"),
     (["compare", "a.json", "b.json", "--bogus"], "unrecognized arguments: --bogus"),
