@@ -18,19 +18,39 @@ if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judge
 
 def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Mapping[str, "Threshold"],
              alpha: float, paired: bool) -> list:
-    """``gate.Verdict`` per threshold whose metric both records measured. ``paired``: rounds alternated in time
-    (lockstep), so the Wilcoxon signed-rank test on per-pair ratios; else Mann-Whitney U on two samples."""
-    from pytest_llmeff.gate import compare, compare_paired
+    """``gate.Verdict`` per threshold, in the thresholds' order. ``paired``: rounds alternated in time (lockstep),
+    so the Wilcoxon signed-rank test on per-pair ratios; else Mann-Whitney U on two samples. ``alpha`` is the
+    per-comparison level (after the run's correction). A figure measured once per variant is judged directly
+    against its threshold; a metric that a side did not measure is a ``not-measured`` verdict."""
+    from pytest_llmeff.gate import compare, compare_paired, not_measured
 
     judge = compare_paired if paired else compare
-    return [judge(metric, base.metrics[metric].samples, current.metrics[metric].samples, threshold, alpha=alpha)
-            for metric, threshold in thresholds.items()
-            if metric in base.metrics and metric in current.metrics]
+    found = []
+    for metric, threshold in thresholds.items():
+        if metric in base.metrics and metric in current.metrics:
+            found.append(judge(metric, base.metrics[metric].samples, current.metrics[metric].samples, threshold,
+                               alpha=alpha))
+        else:
+            found.append(not_measured(metric, threshold, _missing_side(base, current, metric)))
+    return found
+
+
+def _missing_side(base: "BenchmarkRecord", current: "BenchmarkRecord", metric: str) -> str:
+    if metric not in base.metrics and metric not in current.metrics:
+        return "either run"
+    return "this run" if metric not in current.metrics else "the baseline"
 
 
 def unmeasured(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Iterable[str]) -> list[str]:
     """Gated metrics that one side did not measure (said, never skipped silently)."""
     return [m for m in thresholds if m not in base.metrics or m not in current.metrics]
+
+
+def tested_count(metrics: Iterable[str]) -> int:
+    """How many of ``metrics`` are judged by a statistical test (so spend the run's false-alarm budget)."""
+    from pytest_llmeff.gate import is_tested
+
+    return sum(1 for m in metrics if is_tested(m))
 
 
 def matching_lines(matching: "Matching") -> list[str]:
@@ -57,6 +77,10 @@ class Baseline:
     with yet (a first CI run). ``turnstile``: the lockstep pair under ``--llmeff-interleave``: as the candidate,
     each record is judged against the partner's record of the same benchmark, pair by pair; as the baseline,
     each record is handed to the candidate instead.
+
+    The false-alarm budget: ``alpha`` holds for the whole run. Each tested comparison (a gated metric with rounds,
+    of one benchmark) is held at alpha / m (Bonferroni, ``gate.FamilyBudget``), m from ``family_size``: counted
+    before the first test runs, from the collected benchmark tests (``plan_family``) and the stored run.
     """
 
     def __init__(self, thresholds: Optional[Mapping[str, "Threshold"]] = None, alpha: float = 0.01,
@@ -69,6 +93,80 @@ class Baseline:
         self.note = note
         self.turnstile = turnstile
         self._index = {(r.nodeid, r.name): r for r in stored.benchmarks} if stored is not None else {}
+        self._planned: Optional[dict[str, tuple[str, ...]]] = None  # collected nodeid -> its gated metrics
+        self.tested = 0  # tested comparisons made so far (verdicts with a p-value or an inconclusive test)
+        self.direct = 0  # comparisons judged directly (figures measured once per variant)
+        self.not_measured = 0  # gated metrics a side did not measure
+
+    def plan_family(self, tests: Iterable[tuple[str, object]]) -> None:
+        """Tell the baseline which benchmark tests this run collected, before any runs: ``(nodeid, variant)``
+        pairs, ``variant`` a ``variants.Variant`` (its marker ``thresholds`` add to the command line's) or None.
+        Call it from ``pytest_collection_finish`` on every process that judges (xdist workers too)."""
+        planned: dict[str, tuple[str, ...]] = {}
+        for nodeid, variant in tests:
+            gated = dict.fromkeys(self.thresholds)
+            for metric, _ in getattr(variant, "thresholds", None) or ():
+                gated[metric] = None
+            planned[str(nodeid)] = tuple(gated)
+        self._planned = planned
+
+    def family_size(self) -> tuple[Optional[int], str]:
+        """(m, what it counts): the number of tested (benchmark, gated metric) comparisons this run can make.
+
+        With a stored run: its benchmarks (only those collected now, when the collection is known) times their
+        gated metrics that it measured (a comparison needs a stored figure). Otherwise (the lockstep candidate):
+        the collected benchmark tests times their gated metrics. None when neither is known (then each test
+        spends the budget alone, and the report says so). Figures measured once per variant are not counted:
+        they are judged directly, with no test to false-alarm."""
+        planned = self._planned
+        if self.stored is not None:
+            m, benchmarks = 0, 0
+            for r in self.stored.benchmarks:
+                if planned is not None and r.nodeid not in planned:
+                    continue
+                gated = planned[r.nodeid] if planned is not None else tuple(self.thresholds)
+                benchmarks += 1
+                m += tested_count(metric for metric in gated if metric in r.metrics)
+            return m, f"{benchmarks} stored benchmark{'s' if benchmarks != 1 else ''} x gated metrics"
+        if planned is not None:
+            m = sum(tested_count(gated) for gated in planned.values())
+            return m, f"{len(planned)} collected benchmark test{'s' if len(planned) != 1 else ''} x gated metrics"
+        return None, ""
+
+    def budget(self, thresholds: Mapping[str, "Threshold"]):
+        """The ``gate.FamilyBudget`` for one test's comparisons (``thresholds``: its gated metrics)."""
+        from pytest_llmeff.gate import FamilyBudget
+
+        m, _ = self.family_size()
+        if m is None or m < 1:
+            return FamilyBudget(self.alpha, max(1, tested_count(thresholds)), "this test only: the run's size "
+                                "is unknown")
+        return FamilyBudget(self.alpha, max(m, 1), "the run")
+
+    def budget_line(self) -> Optional[str]:
+        """The correction used and the per-comparison level, for the report; None before anything was judged."""
+        if not (self.tested or self.direct or self.not_measured):
+            return None
+        m, counts = self.family_size()
+        parts = [f"false-alarm budget: --llmeff-alpha {self.alpha:g} is the chance of any false 'regressed' in "
+                 "the whole run"]
+        if m:
+            parts.append(f"Bonferroni over m = {m} tested comparisons ({counts}): each at alpha/m = "
+                         f"{self.alpha / m:.3g}; {self.tested} made")
+            if self.tested > m:
+                parts.append(f"WARNING more comparisons were made than counted before the run (named benchmarks "
+                             f"or marker thresholds): the run's bound is {self.alpha:g} x {self.tested}/{m} = "
+                             f"{self.alpha * self.tested / m:.3g}")
+        else:
+            parts.append(f"WARNING the run's size was unknown before the tests ran: Bonferroni over each test's "
+                         f"own gated metrics only ({self.tested} tested comparisons made), so the whole run is "
+                         f"not held to {self.alpha:g}")
+        if self.direct:
+            parts.append(f"{self.direct} once-per-variant figure{'s' if self.direct != 1 else ''} judged directly "
+                         "against the threshold (no test)")
+        if self.not_measured:
+            parts.append(f"{self.not_measured} gated metric{'s' if self.not_measured != 1 else ''} not measured")
+        return "; ".join(parts)
 
     @classmethod
     def from_options(cls, options, storage) -> "Baseline":
@@ -112,11 +210,23 @@ class Baseline:
             thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
         base, paired = self._record_for(record)
         if base is not None:
-            for v in verdicts(base, record, thresholds, self.alpha, paired):
-                record.verdicts.append(VerdictRecord.from_verdict(v))
-            for metric in unmeasured(base, record, thresholds):
-                side = "this run" if metric not in record.metrics else "the baseline"
-                record.warnings.append(f"gated metric {metric} was not measured in {side}: not compared")
+            from pytest_llmeff.gate import DIRECT
+
+            budget = self.budget(thresholds)
+            for v in verdicts(base, record, thresholds, budget.level, paired):
+                vr = VerdictRecord.from_verdict(v)
+                if v.status == "not-measured":
+                    self.not_measured += 1
+                    record.warnings.append(f"gated metric {v.metric} was not measured in "
+                                           f"{_missing_side(base, record, v.metric)}: not compared")
+                elif v.test == DIRECT:
+                    self.direct += 1
+                    vr.correction = "none: judged directly (one figure per variant)"
+                else:
+                    self.tested += 1
+                    vr.alpha, vr.alpha_run, vr.comparisons = budget.level, budget.alpha, budget.comparisons
+                    vr.correction = budget.describe()
+                record.verdicts.append(vr)
         for limit in parse_limits(dict(variant.limits)) if variant.limits else []:
             r = check_limit(limit, record.metrics.get(limit.metric))
             record.limits.append(LimitRecord(metric=limit.metric, limit=limit.text, median=r.median,
@@ -151,6 +261,9 @@ class Baseline:
             lines.append(f"interleaved as the {t.role} with {t.directory}: {t.turns} turns passed{alone}")
         if self.note:
             lines.append(self.note)
+        budget = self.budget_line()
+        if budget:
+            lines.append(budget)
         if self.stored is None or current is None:
             return lines
         from pytest_llmeff.storage import match_benchmarks, mismatch_warnings

@@ -22,6 +22,19 @@ computes this; a verdict whose sample sizes cannot reach alpha says so in its me
 
 A regression needs both a median change beyond the threshold in the worse direction and p < alpha: a large
 but noisy change, or a significant but small one, is a ``near-miss``, never a failure.
+
+One figure per variant (``MetricSpec.sampling == "once"``: the quality drift, ``ppl``, ``model_bytes``, ``load_s``)
+has no rounds to test: ``compare`` and ``compare_paired`` judge it directly against the threshold
+(``compare_direct``), labelled ``DIRECT``, with no p-value; beyond the threshold in the worse direction it is
+``regressed``.
+
+The false-alarm budget of a run (``FamilyBudget``): ``--llmeff-alpha`` is the chance of at least one false
+``regressed`` among all tested comparisons of the run, not per comparison. Verdicts are made test by test while
+the tests run, so Holm's step-down over all p-values of the run is not available when the first is judged; each
+tested comparison is held at Bonferroni's level alpha / m instead, m being the number of tested comparisons the
+run can make, counted before the first test runs (``Baseline.family_size``). By the union bound the chance of
+any false alarm is then at most m * alpha / m = alpha, whatever the dependence between the comparisons. A gated
+metric that one side did not measure is a ``not-measured`` verdict (``not_measured``), never silence.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from typing import Literal, Mapping, Optional, Sequence
 
 from pytest_llmeff.metrics import METRICS, MetricSpec
 
-Status = Literal["ok", "improved", "near-miss", "regressed", "inconclusive"]
+Status = Literal["ok", "improved", "near-miss", "regressed", "inconclusive", "not-measured"]
 Operator = Literal[">=", "<=", ">", "<"]
 
 # Units an absolute value may carry, by the metric's own unit: factor to the metric's unit.
@@ -125,8 +138,9 @@ class Verdict:
     unit: str = ""
     n_baseline: int = 0
     n_current: int = 0
-    alpha: float = 0.01
-    test: str = "one-sided Mann-Whitney U"  # or the paired Wilcoxon test for lockstep rounds
+    alpha: float = 0.01  # the level p_value was held against (per comparison, after the run's correction)
+    test: str = "one-sided Mann-Whitney U"  # or the paired Wilcoxon test for lockstep rounds, or DIRECT
+    correction: str = ""  # how ``alpha`` came from the run's --llmeff-alpha (see FamilyBudget.describe)
 
 
 def units_for(spec: MetricSpec) -> dict[str, float]:
@@ -343,9 +357,12 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
     """Compare the current samples of ``metric_name`` with the baseline's (see the module docstring for rules).
 
     ``threshold.metric`` must be ``metric_name``. Samples are raw per-round values in the metric's unit. The
-    effect is the change of the medians; the test is one-sided Mann-Whitney U on the two sets of rounds.
+    effect is the change of the medians; the test is one-sided Mann-Whitney U on the two sets of rounds. A metric
+    measured once per variant is judged directly (``compare_direct``).
     """
     spec, base, cur = _checked_samples(metric_name, threshold, alpha, baseline_samples, current_samples)
+    if spec.sampling == "once":
+        return compare_direct(metric_name, base, cur, threshold, alpha=alpha)
     base_med = statistics.median(base) if base else None
     cur_med = statistics.median(cur) if cur else None
     change = None if base_med is None or cur_med is None else _relative_change(base_med, cur_med)
@@ -383,9 +400,12 @@ def compare_paired(metric_name: str, baseline_samples: Sequence[float], current_
     the median of the per-pair ratios current/baseline (``change`` = that median - 1) for a relative threshold,
     or the median of the per-pair differences for an absolute one. The test is the one-sided Wilcoxon
     signed-rank test (scipy) on the per-pair log-ratios (relative; differences when a sample is <= 0) or
-    differences (absolute). The two sides must have the same number of rounds (ValueError otherwise).
+    differences (absolute). The two sides must have the same number of rounds (ValueError otherwise). A metric
+    measured once per variant is judged directly (``compare_direct``), paired or not.
     """
     spec, base, cur = _checked_samples(metric_name, threshold, alpha, baseline_samples, current_samples)
+    if spec.sampling == "once":
+        return compare_direct(metric_name, base, cur, threshold, alpha=alpha)
     if len(base) != len(cur):
         raise ValueError(f"{metric_name}: paired comparison needs as many current rounds as baseline rounds "
                          f"({len(cur)} vs {len(base)})")
@@ -473,3 +493,95 @@ def _decide(spec: MetricSpec, threshold: Threshold, alpha: float, base: list[flo
     label = status.replace("-", " ")
     return Verdict(status=status, change=change, worse_by=worse_by, p_value=p,
                    message=f"{metric_name} {label}: {medians}, {detail}", **common)
+
+
+DIRECT = "direct: one figure per variant, no statistical test"
+
+
+def compare_direct(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
+                   threshold: Threshold, alpha: float = 0.01) -> Verdict:
+    """Judge a figure measured once per variant (``sampling == "once"``) directly against ``threshold``.
+
+    There is one figure per side (the median, should a side hold several), so there is no test and no p-value:
+    worse than the baseline by more than the threshold is ``regressed``, better by more is ``improved``, anything
+    else ``ok``; a side without a figure is ``inconclusive``. ``alpha`` is only recorded. The figure must be
+    deterministic for this to be fair (the quality drift, ``ppl``, ``model_bytes``); ``load_s`` is one timing, so
+    its threshold has to cover its own noise.
+    """
+    spec, base, cur = _checked_samples(metric_name, threshold, alpha, baseline_samples, current_samples)
+    common = dict(metric=metric_name, threshold=threshold.text, unit=spec.unit, n_baseline=len(base),
+                  n_current=len(cur), alpha=alpha, test=DIRECT, p_value=None)
+    if not base or not cur:
+        return Verdict(status="inconclusive", baseline_median=statistics.median(base) if base else None,
+                       current_median=statistics.median(cur) if cur else None, change=None, worse_by=None,
+                       message=f"{metric_name} inconclusive: {len(base)} baseline and {len(cur)} current figures; "
+                               "need one each", **common)
+    base_val, cur_val = statistics.median(base), statistics.median(cur)
+    change = _relative_change(base_val, cur_val)
+    sign = 1.0 if spec.direction == "lower" else -1.0
+    worse_by = sign * change
+    worse_abs = sign * (cur_val - base_val)
+    if threshold.kind == "relative":
+        beyond_worse, beyond_better = worse_by > threshold.value, -worse_by > threshold.value
+        amount = f"{abs(worse_by) * 100:.1f}%"
+    else:
+        beyond_worse, beyond_better = worse_abs > threshold.value, -worse_abs > threshold.value
+        amount = _display(abs(worse_abs), spec, threshold.unit)
+    shown_unit = threshold.unit if threshold.kind == "absolute" else ""
+    values = f"{_display(base_val, spec, shown_unit)} -> {_display(cur_val, spec, shown_unit)} ({_pct(change)})"
+    if beyond_worse:
+        status: Status = "regressed"
+        detail = f"worse by {amount} > {threshold.text}"
+    elif beyond_better:
+        status, detail = "improved", f"better by {amount} > {threshold.text}"
+    else:
+        status, detail = "ok", f"within {threshold.text}"
+    return Verdict(status=status, baseline_median=base_val, current_median=cur_val, change=change,
+                   worse_by=worse_by, message=f"{metric_name} {status}: {values}, {detail} (judged directly: one "
+                                              "figure per variant, no statistical test)", **common)
+
+
+def not_measured(metric_name: str, threshold: Threshold, side: str) -> Verdict:
+    """The verdict of a gated metric that ``side`` (``this run``, ``the baseline`` or ``either run``) did not
+    measure: visible as ``not-measured``, never a failure and never silence."""
+    spec = METRICS.get(metric_name) or MetricSpec(metric_name, "", "none", "")
+    return Verdict(metric=metric_name, status="not-measured", baseline_median=None, current_median=None,
+                   change=None, worse_by=None, p_value=None, threshold=threshold.text, unit=spec.unit, test="",
+                   message=f"{metric_name} not measured in {side}: threshold {threshold.text} not checked")
+
+
+def is_tested(metric_name: str) -> bool:
+    """True when a gated ``metric_name`` is judged by a statistical test (it has rounds), so it spends part of
+    the run's false-alarm budget; False for figures measured once per variant (judged directly)."""
+    spec = METRICS.get(metric_name)
+    return spec is None or spec.sampling != "once"
+
+
+@dataclass(frozen=True)
+class FamilyBudget:
+    """The run's false-alarm budget split over its tested comparisons (Bonferroni).
+
+    alpha: the chance of at least one false ``regressed`` in the whole run (``--llmeff-alpha``), in (0, 1).
+    comparisons: m, the number of tested (benchmark, gated metric) comparisons the run can make, >= 1.
+    scope: what m counts, for humans (``"the run"``, or ``"this test only"`` when the run's size is unknown).
+    """
+
+    alpha: float
+    comparisons: int
+    scope: str = "the run"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
+            raise ValueError(f"alpha={self.alpha!r} must be a number in (0, 1)")
+        if isinstance(self.comparisons, bool) or not isinstance(self.comparisons, int) or self.comparisons < 1:
+            raise ValueError(f"comparisons={self.comparisons!r} must be a whole number >= 1")
+
+    @property
+    def level(self) -> float:
+        """The per-comparison significance level: alpha / m."""
+        return self.alpha / self.comparisons
+
+    def describe(self) -> str:
+        """One phrase: which correction, over how many comparisons, and the per-comparison level."""
+        return (f"Bonferroni: alpha {self.alpha:g} over {self.comparisons} tested comparison"
+                f"{'s' if self.comparisons != 1 else ''} of {self.scope} -> {self.level:.3g} each")

@@ -136,14 +136,19 @@ class VariantRecord(BaseModel):
 
 class VerdictRecord(BaseModel):
     """One metric compared with the baseline (see gate.py): status ok | improved | near-miss | regressed |
-    inconclusive; medians in the metric's unit; change = (current - baseline) / baseline of the medians, or for
-    paired (lockstep) rounds the median per-pair ratio - 1; p_value of the one-sided ``test`` (Mann-Whitney U
-    on two runs, or Wilcoxon signed-rank on paired rounds)."""
+    inconclusive | not-measured (a gated metric one side did not measure); medians in the metric's unit;
+    change = (current - baseline) / baseline of the medians, or for paired (lockstep) rounds the median per-pair
+    ratio - 1; p_value of the one-sided ``test`` (Mann-Whitney U on two runs, Wilcoxon signed-rank on paired
+    rounds, or none for a figure measured once per variant, judged directly).
+
+    The run's false-alarm budget (optional, schema 1.1): ``alpha`` the per-comparison level the p-value was held
+    against, ``alpha_run`` the chance of any false regression in the whole run (``--llmeff-alpha``),
+    ``comparisons`` the m it was split over, ``correction`` the words for it."""
 
     model_config = ConfigDict(extra="forbid")
 
     metric: str
-    status: Literal["ok", "improved", "near-miss", "regressed", "inconclusive"]
+    status: Literal["ok", "improved", "near-miss", "regressed", "inconclusive", "not-measured"]
     baseline_median: Optional[float] = None
     current_median: Optional[float] = None
     change: Optional[float] = None
@@ -151,6 +156,10 @@ class VerdictRecord(BaseModel):
     threshold: str
     message: str
     test: Optional[str] = None
+    alpha: Optional[float] = None
+    alpha_run: Optional[float] = None
+    comparisons: Optional[int] = None
+    correction: Optional[str] = None
 
     @classmethod
     def from_verdict(cls, verdict) -> "VerdictRecord":
@@ -160,7 +169,7 @@ class VerdictRecord(BaseModel):
             change = None
         return cls(metric=verdict.metric, status=verdict.status, baseline_median=verdict.baseline_median,
                    current_median=verdict.current_median, change=change, p_value=verdict.p_value,
-                   threshold=verdict.threshold, message=verdict.message, test=verdict.test)
+                   threshold=verdict.threshold, message=verdict.message, test=verdict.test or None)
 
 
 class LimitRecord(BaseModel):

@@ -139,3 +139,18 @@ def test_bad_marker_thresholds_and_limits(llmeff_pytester, kwargs, message):
     result = _run(llmeff_pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*llm_efficiency marker on test_m.py::test_x*{message}*"])
+
+
+def test_a_gated_metric_not_measured_is_a_verdict_and_the_budget_is_printed(llmeff_pytester, slowable_source):
+    llmeff_pytester.makepyfile(test_s=slowable_source(rounds=5))
+    _run(llmeff_pytester, "--llmeff-save=base").assert_outcomes(passed=1)
+    result = _run(llmeff_pytester, "--llmeff-compare=base",
+                  "--llmeff-compare-fail=throughput_tok_s:80%,energy_j_per_tok:5%", "--llmeff-json=cur.json")
+    result.assert_outcomes(passed=1)  # not measured is said, never a failure
+    out = result.stdout.str()
+    assert "gated metric energy_j_per_tok was not measured in either run: not compared" in out
+    assert "false-alarm budget: --llmeff-alpha 0.01" in out and "Bonferroni over m = 1 tested comparisons" in out
+    verdicts = {v["metric"]: v for v in json.loads((llmeff_pytester.path / "cur.json").read_text())
+                ["benchmarks"][0]["verdicts"]}
+    assert verdicts["energy_j_per_tok"]["status"] == "not-measured"
+    assert verdicts["throughput_tok_s"]["alpha"] == 0.01 and verdicts["throughput_tok_s"]["comparisons"] == 1

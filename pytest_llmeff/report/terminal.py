@@ -92,7 +92,8 @@ DEFAULT_COLUMNS: tuple[tuple[str, ...], ...] = (
 
 TABLE_WIDTH = 160  #: the width, in characters, the default table is designed to fit
 
-VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusive": "?", "ok": ""}
+VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusive": "?", "ok": "",
+                "not-measured": "not measured"}
 NO_INTERVAL = "?"  #: after a median: no interval (too few samples)
 IMPRECISE = "!"  #: after an interval: wider than the precision target
 BEST = "*"  #: the best median, its interval clear of every other
@@ -235,11 +236,14 @@ def short_label(metric: str) -> str:
 
 def verdict_cell(record: BenchmarkRecord) -> str:
     """Change against the baseline per gated metric with its mark (+ improved, ~ near-miss, ! regressed,
-    ? inconclusive), then failed limits; ``-`` when there are none."""
+    ? inconclusive, ``not measured``), then failed limits; ``-`` when there are none."""
     parts = []
     for v in record.verdicts:
+        if v.status == "not-measured":
+            parts.append(f"{short_label(v.metric)} {VERDICT_MARK[v.status]}")
+            continue
         change = "n/a" if v.change is None else f"{v.change:+.1%}"
-        parts.append(f"{short_label(v.metric)} {change} {VERDICT_MARK[v.status]}".rstrip())
+        parts.append(f"{short_label(v.metric)} {change} {VERDICT_MARK.get(v.status, '?')}".rstrip())
     for lim in record.limits:
         if not lim.passed:
             parts.append(f"{short_label(lim.metric)} limit {lim.limit} !")
