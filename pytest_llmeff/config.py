@@ -9,6 +9,7 @@ from __future__ import annotations
 from pytest_llmeff.errors import UsageProblem  # noqa: F401  (its old home; defined in errors.py)
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -97,6 +98,12 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      "baseline, one candidate); the candidate is judged against the baseline pair by pair", {"metavar": "DIR"}),
     ("--llmeff-role", "llmeff_role", "string",
      "this run's side under --llmeff-interleave: baseline or candidate", {"metavar": "ROLE"}),
+    ("--llmeff-ab", "llmeff_ab", "string",
+     "lockstep A/B in one command: check out GITREF into a temporary git worktree, run the same tests there as "
+     "the baseline, take turns with it round by round and judge this run as the candidate", {"metavar": "GITREF"}),
+    ("--llmeff-ab-python", "llmeff_ab_python", "string",
+     "the Python interpreter of the --llmeff-ab baseline (default: this one), e.g. a venv with other "
+     "dependency versions", {"metavar": "PATH"}),
     ("--llmeff-markdown", "llmeff_markdown", "string",
      "write the report as markdown to PATH (also appended to $GITHUB_STEP_SUMMARY when set)", {"metavar": "PATH"}),
     ("--llmeff-csv", "llmeff_csv", "string", "write one CSV row per benchmark and metric to PATH",
@@ -165,6 +172,8 @@ class LlmeffConfig:
     stop_cli: tuple[tuple[str, Any], ...] = ()
     stop_ini: tuple[tuple[str, Any], ...] = ()
     columns: Optional[tuple[str, ...]] = None  # terminal table metric columns; None: the default set
+    ab: Optional[str] = None  # --llmeff-ab: the git ref the baseline side runs
+    ab_python: Optional[str] = None  # its interpreter (None: this one)
 
     @property
     def target_ci_pct(self) -> float:
@@ -349,17 +358,31 @@ def resolve(pytest_config) -> LlmeffConfig:
                            "other side")
     timeout_s = _float_value(INTERLEAVE_TIMEOUT_ENV, os.environ.get(INTERLEAVE_TIMEOUT_ENV), minimum=0.0,
                              strict=True)
+    ab, ab_python = text("llmeff_ab"), text("llmeff_ab_python")
+    if ab and (interleave or role):
+        raise UsageProblem(f"--llmeff-ab={ab} runs its own lockstep pair; leave out --llmeff-interleave and "
+                           "--llmeff-role")
+    if ab and compare:
+        raise UsageProblem(f"--llmeff-ab={ab} judges this run against {ab}; leave out --llmeff-compare")
+    if ab_python and not ab:
+        raise UsageProblem(f"--llmeff-ab-python={ab_python} needs --llmeff-ab=GITREF")
+    if ab_python:
+        found = shutil.which(os.path.expanduser(ab_python))
+        if found is None or not os.path.isfile(found):
+            raise UsageProblem(f"--llmeff-ab-python={ab_python} is not an executable file; give the path of a "
+                               "Python interpreter, e.g. ../base-venv/bin/python")
+        ab_python = found
     if role == "candidate" and compare:
         raise UsageProblem("--llmeff-compare cannot be combined with --llmeff-role=candidate: the candidate's "
                            "baseline is its interleave partner")
-    if compare_fail and not compare and role != "candidate":
+    if compare_fail and not compare and role != "candidate" and not ab:
         raise UsageProblem(f"--llmeff-compare-fail={compare_fail!r} needs a baseline to compare with; add "
                            "--llmeff-compare (latest stored run) or --llmeff-compare=NAME, or run as "
                            "--llmeff-role=candidate under --llmeff-interleave")
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     return LlmeffConfig(
         report=flag("llmeff_report") or bool(json_path) or bool(text("llmeff_save")) or flag("llmeff_autosave")
-        or any(paths.values()) or bool(compare) or bool(interleave),
+        or any(paths.values()) or bool(compare) or bool(interleave) or bool(ab),
         json_path=Path(json_path) if json_path else None,
         rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
         skip=flag("llmeff_skip"), only=flag("llmeff_only"),
@@ -378,5 +401,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
         interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
         interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
-        stop_cli=stop_cli, stop_ini=stop_ini, columns=columns,
+        stop_cli=stop_cli, stop_ini=stop_ini, columns=columns, ab=ab, ab_python=ab_python,
     )

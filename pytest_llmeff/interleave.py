@@ -134,10 +134,13 @@ class Turnstile:
     check_s: longest sleep of a waiting side between looks at the partner's liveness.
     notify: called once with a line for humans when this side has waited ``notify_after_s`` for a partner that
         has not started (a forgotten partner would otherwise look like a hang).
+    partner_pid: the partner's process id when this process started it (``--llmeff-ab``): a partner that exits
+        before it starts is then noticed at once instead of after ``start_timeout_s``.
     """
 
     def __init__(self, directory, role: str, start_timeout_s: float = 600.0, check_s: float = 0.1,
-                 notify: Optional[Callable[[str], None]] = None, notify_after_s: float = 15.0):
+                 notify: Optional[Callable[[str], None]] = None, notify_after_s: float = 15.0,
+                 partner_pid: Optional[int] = None):
         if role not in ROLES:
             raise InterleaveError(f"role {role!r} is not allowed; allowed: {', '.join(ROLES)}")
         self.directory = Path(directory)
@@ -152,6 +155,7 @@ class Turnstile:
         self._started_s: Optional[float] = None
         self._notify = notify
         self._notify_after_s = notify_after_s
+        self._partner_pid = partner_pid  # known when this process started the partner (--llmeff-ab)
 
     # --- files -------------------------------------------------------------------------------------
     @property
@@ -211,6 +215,8 @@ class Turnstile:
         """Why the partner can no longer take turns, or None while it can (or may still start)."""
         state = _read(self.state_path(self.partner))
         if state is None:
+            if self._partner_pid is not None and not _pid_alive(self._partner_pid):
+                return f"the {self.partner} process (pid {self._partner_pid}) exited before it started"
             waited = time.monotonic() - (self._started_s or time.monotonic())
             if waited > self.start_timeout_s:
                 return f"the {self.partner} did not start within {self.start_timeout_s:g} s"

@@ -91,6 +91,8 @@ def pytest_unconfigure(config):
     session = _session(config)
     if session is not None and session.turnstile is not None:
         session.turnstile.finish()  # a session that ended early must not leave its partner waiting
+    if session is not None and session.ab is not None:
+        session.ab.cleanup()  # --llmeff-ab: no baseline process or worktree outlives the session
     restore = config.stash.get(_RESTORE_KEY, None)
     if restore is not None:
         restore()

@@ -17,6 +17,7 @@ from pytest_llmeff.config import LlmeffConfig
 from pytest_llmeff.measure.meter_set import MeterSet
 
 if TYPE_CHECKING:  # pydantic models load only when a benchmark is recorded
+    from pytest_llmeff.ab import AbRun
     from pytest_llmeff.backends.cache import ModelCache
     from pytest_llmeff.interleave import Turnstile
     from pytest_llmeff.report.outputs import Outputs
@@ -57,7 +58,8 @@ class LlmeffSession:
     device kind. baseline: what records are judged against (and the gate settings). turnstile: the lockstep
     pair under ``--llmeff-interleave`` (also held by ``baseline``). quality_cache: the reference variants'
     quality probes, by (reference load key, prompts, length). flops_cache: counted FLOPs shared by the variants of
-    one shape. loads_timed: the load keys already counted in a record's time breakdown. gate_failures: (node id, text) of regressed
+    one shape. loads_timed: the load keys already counted in a record's time breakdown. ab: the ``--llmeff-ab``
+    baseline (its worktree and process), None otherwise. gate_failures: (node id, text) of regressed
     tests. ending: how the session ended. outputs: what was written at the end (None before).
     """
 
@@ -72,7 +74,8 @@ class LlmeffSession:
     turnstile: Optional["Turnstile"] = None
     quality_cache: dict = field(default_factory=dict)
     flops_cache: dict = field(default_factory=dict)  # counted FLOPs by (model, revision, batch, prompt len, steps)
-    loads_timed: set = field(default_factory=set)  # load keys whose load time a record's time_s already holds
+    loads_timed: set = field(default_factory=set)
+    ab: Optional["AbRun"] = None  # --llmeff-ab: the baseline side this session started  # load keys whose load time a record's time_s already holds
     gate_failures: list[tuple[str, str]] = field(default_factory=list)
     ending: Ending = field(default_factory=Ending)
     outputs: Optional["Outputs"] = None

@@ -98,7 +98,11 @@ def start_session(config) -> LlmeffSession:
     rootdir = Path(config.rootpath)
     if not worker:
         check_destinations(options, rootdir)
+    ab_run = None
+    if options.ab and not worker:
+        ab_run, options = _start_ab(config, options, rootdir)
     session = LlmeffSession(options, progress_writer(config), rootdir)
+    session.ab = ab_run
     if options.compare or options.save or options.role == "candidate":
         from pytest_llmeff.storage import check_name
 
@@ -106,8 +110,32 @@ def start_session(config) -> LlmeffSession:
             check_name(options.save)
         session.baseline = Baseline.from_options(options, storage_for(session, machine_info(config)))
     if options.interleave is not None:
-        session.turnstile = session.baseline.turnstile = _join_pair(config, session)
+        try:
+            session.turnstile = session.baseline.turnstile = _join_pair(config, session)
+        except BaseException:
+            if session.ab is not None:
+                session.ab.cleanup()
+            raise
     return session
+
+
+def _start_ab(config, options, rootdir: Path):
+    """``--llmeff-ab``: check out the ref, start the baseline run there, and make this run the candidate of the
+    pair. Returns ``(AbRun, options)``."""
+    import dataclasses
+
+    from pytest_llmeff import ab
+    from pytest_llmeff.config import LLMEFF_DIR
+
+    if config.getoption("numprocesses", None):
+        raise UsageProblem(f"--llmeff-ab={options.ab} takes turns between two single processes; run it without "
+                           "pytest-xdist's -n")
+    params = config.invocation_params
+    run = ab.prepare(options.ab, rootdir, Path(params.dir), rootdir / LLMEFF_DIR)
+    ab.start_baseline(run, list(params.args), Path(params.dir), options.ab_python)
+    progress_writer(config)(f"ab: baseline {options.ab} = {run.commit[:12]} started in {run.worktree} "
+                            f"(log {run.log_path})")
+    return run, dataclasses.replace(options, interleave=run.pair_dir, role="candidate")
 
 
 def _join_pair(config, session: LlmeffSession):
@@ -119,7 +147,7 @@ def _join_pair(config, session: LlmeffSession):
                            "pytest-xdist's -n")
     timeout_s = session.options.interleave_timeout_s
     turnstile = Turnstile(session.options.interleave, session.options.role, start_timeout_s=timeout_s,
-                          notify=session.progress)
+                          notify=session.progress, partner_pid=session.ab.pid() if session.ab else None)
     if turnstile.role == "candidate":
         session.progress(f"interleave: waiting for the baseline's first round in {turnstile.directory} (going on "
                          f"alone if it has not started within {timeout_s:g} s)")
@@ -180,6 +208,7 @@ def finish_session(session: LlmeffSession, config) -> None:
     file that cannot be written: the problem is one line there)."""
     from pytest_llmeff.report.outputs import Outputs, write_outputs
 
+    ab_lines, ab_problems = session.ab.finish(hurry=not session.ending.complete) if session.ab else ([], [])
     try:
         run = build_run(session, config)
     except Exception as exc:  # a run that cannot be built must be said, not crash the session
@@ -190,3 +219,5 @@ def finish_session(session: LlmeffSession, config) -> None:
     session.outputs = write_outputs(run, session.options, session.rootdir, storage, comparison)
     session.outputs.comparison = comparison
     session.outputs.time_s = dict(run.time_s) if run.benchmarks else {}
+    session.outputs.lines += ab_lines
+    session.outputs.notices += ab_problems
