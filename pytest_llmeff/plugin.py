@@ -148,10 +148,16 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
-    """The benchmark tests this process will run (after every deselection): what a complete run finishes."""
+    """The benchmark tests this process will run (after every deselection): what a complete run finishes, and
+    the number of comparisons the gate's false-alarm budget is split over."""
     state = _session(session.config)
-    if state is not None and not startup.is_worker(session.config):
-        state.ending.expected = [i.nodeid for i in session.items if _is_benchmark(i)]
+    if state is None:
+        return
+    benchmarks = [i for i in session.items if _is_benchmark(i)]
+    # the false-alarm budget: every process (xdist workers judge their own tests) learns the run's comparisons
+    state.baseline.plan_family([(i.nodeid, _variant_of(i)) for i in benchmarks])
+    if not startup.is_worker(session.config):
+        state.ending.expected = [i.nodeid for i in benchmarks]
 
 
 @pytest.hookimpl(wrapper=True)
