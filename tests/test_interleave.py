@@ -308,15 +308,17 @@ def test_lockstep_pair_fails_the_slowed_candidate(llmeff_pytester, slowable_sour
     assert "paired" in row and "regressed" in row
 
 
-def test_the_lockstep_ci_example_runs_both_roles_in_one_job():
+def test_the_lockstep_ci_example_is_one_command_against_the_base_branch():
     yaml = pytest.importorskip("yaml")
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "examples" / "ci" / "github-actions-lockstep.yml"
-    steps = yaml.safe_load(path.read_text())["jobs"]["lockstep"]["steps"]
-    script = next(s["run"] for s in steps if "lockstep" in s.get("name", ""))
-    assert "--llmeff-role=baseline" in script and "--llmeff-role=candidate" in script
-    assert script.count('--llmeff-interleave="$pair"') == 2 and "--llmeff-compare-fail=" in script
+    job = yaml.safe_load(path.read_text())["jobs"]["ab"]
+    checkout = job["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0
+    script = next(s["run"] for s in job["steps"] if "lockstep" in s.get("name", ""))
+    assert "--llmeff-ab=origin/${{ github.base_ref }}" in script and "--llmeff-compare-fail=" in script
+    assert "--llmeff-interleave" not in script and "&" not in script.replace("&&", "")
 
 
 @pytest.mark.slow
