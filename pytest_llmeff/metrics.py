@@ -50,8 +50,8 @@ _TABLE: tuple[MetricSpec, ...] = (
                "process peak during generation (CUDA max allocated; CPU VmHWM after reset, which includes "
                "everything resident at the reset)"),
     MetricSpec("peak_mem_delta_bytes", "B", "lower",
-               "the generation's own peak: peak_mem_bytes minus the memory in use at the reset "
-               "(CUDA allocated; CPU VmRSS)"),
+               "the generation's own peak above the memory in use at the reset: CUDA, each timed round "
+               "(max allocated - allocated); CPU, one untimed generate after malloc_trim (VmHWM - VmRSS)"),
     MetricSpec("model_bytes", "B", "lower", "weights footprint as loaded (parameters + buffers)", "once"),
     MetricSpec("energy_j", "J", "lower", "energy of one batched generate(); method and estimated flag beside it"),
     MetricSpec("energy_j_per_tok", "J/tok", "lower", "energy_j / generated tokens"),

@@ -105,7 +105,7 @@ def _stop_info(rule: "StopRule", measured):
                     achieved_ci_rel=rule.achieved(measured.samples) if adaptive else {})
 
 
-PHASES = ("load", "warmup", "timed", "energy_extra", "flops", "quality", "custom")  # time_s keys, in order
+PHASES = ("load", "warmup", "timed", "memory", "energy_extra", "flops", "quality", "custom")  # time_s keys, in order
 
 
 def run_time_s(records: list["BenchmarkRecord"], session_s: float) -> dict[str, float]:

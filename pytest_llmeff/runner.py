@@ -222,7 +222,9 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
         t1 = time.perf_counter()
         if meter is not None:
             round_energy.append(meter.end(e_start))
-        peak_bytes, delta_bytes = peak.peak_bytes(), peak.delta_bytes()
+        peak_bytes = peak.peak_bytes()
+        # CUDA: the allocator's own figures, free to read each round; CPU: from the untimed window below
+        delta_bytes = peak.delta_bytes() if device.startswith("cuda") else None
         measured.contention.append(probe.end(token, len(latencies)))
 
         gen = loaded.decode(inputs, out)
@@ -252,6 +254,13 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
             break
     measured.time_s["timed"] = measured.timed_s
     measured.round_energy = round_energy
+    if peak.method == "vmhwm":
+        # the generation's own peak on CPU: one untimed window after a malloc_trim (a trim before a timed round
+        # would make it pay page faults that depend on the process's history)
+        peak.reset(trim=True)
+        loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
+        measured.add("peak_mem_delta_bytes", peak.delta_bytes())
+        measured.time_s["memory"] = time.perf_counter() - loop_start - measured.timed_s
 
     if peak.method == "unavailable":
         measured.warnings.append("peak memory not measured: no resettable peak on this platform")

@@ -128,10 +128,13 @@ class PeakMemory:
         else:
             self.method = "unavailable"
 
-    def reset(self) -> None:
+    def reset(self, trim: bool = False) -> None:
         """Start a window: reset the peak and record the memory in use now (the base of ``delta_bytes``).
 
-        CPU: glibc ``malloc_trim(0)`` first (milliseconds; see the module docstring)."""
+        ``trim`` (CPU): glibc ``malloc_trim(0)`` first, so freed heap pages leave the resident set and the
+        window's reuse of them is counted in ``delta_bytes``. Never before a timed window: the window then pays
+        the page faults of memory a steady process would reuse, and how much depends on the process's history
+        (the TTFT of a prefill-heavy model rose 11% after other tests had shaped the heap)."""
         self._base_bytes = None
         if self.method == "cuda_max_allocated":
             import torch
@@ -140,7 +143,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base_bytes = int(torch.cuda.memory_allocated(self.device))
         elif self.method == "vmhwm":
-            malloc_trim()  # freed heap pages leave the resident set, so the window's reuse of them is counted
+            if trim:
+                malloc_trim()
             with open(_CLEAR_REFS, "w") as fh:
                 fh.write("5")
             # VmHWM right after the reset equals the resident size at the reset: the base of the window
