@@ -96,7 +96,8 @@ def _renamed_line(old, new) -> str:
 def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.gate import compare, compare_paired
+    from pytest_llmeff.baseline import tested_count, verdicts
+    from pytest_llmeff.gate import FamilyBudget
     from pytest_llmeff.interleave import rounds_pair
     from pytest_llmeff.storage import match_benchmarks, mismatch_warnings
 
@@ -105,21 +106,19 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) 
     # the two sides of one lockstep pair (--llmeff-interleave): rounds compare pair by pair
     lockstep = bool(base.interleave and current.interleave and base.interleave.get("dir") ==
                     current.interleave.get("dir") and base.interleave.get("role") != current.interleave.get("role"))
+    # --alpha is the false-alarm budget of the whole comparison: Bonferroni over its tested comparisons
+    m = sum(tested_count(t for t in thresholds if t in old.metrics and t in new.metrics)
+            for old, new in matching.pairs)
+    budget = FamilyBudget(alpha, max(1, m))
     rows, regressed = [], 0
     for old, new in matching.pairs:
-        pairs_up = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics
-                    and rounds_pair(old, new))
-        for metric, threshold in thresholds.items():
-            if metric not in old.metrics or metric not in new.metrics:
-                continue
-            old_samples, new_samples = old.metrics[metric].samples, new.metrics[metric].samples
-            paired = pairs_up and len(old_samples) == len(new_samples)
-            v = (compare_paired if paired else compare)(metric, old_samples, new_samples, threshold, alpha=alpha)
+        paired = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics and rounds_pair(old, new))
+        for v in verdicts(old, new, thresholds, budget.level, paired):
             regressed += v.status == "regressed"
-            rows.append([new.nodeid, metric, f"{v.baseline_median:.4g}", f"{v.current_median:.4g}",
+            rows.append([new.nodeid, v.metric, "-" if v.baseline_median is None else f"{v.baseline_median:.4g}",
+                         "-" if v.current_median is None else f"{v.current_median:.4g}",
                          "n/a" if v.change is None else f"{v.change:+.1%}", v.threshold,
-                         "n/a" if v.p_value is None else f"{v.p_value:.3g}", "paired" if paired else "two runs",
-                         v.status])
+                         "n/a" if v.p_value is None else f"{v.p_value:.3g}", v.test or "-", v.status])
     print(tabulate(rows, headers=["benchmark", "metric", "baseline", "current", "change", "threshold", "p", "test",
                                   "verdict"]))
     for old, new in matching.renamed:
@@ -130,6 +129,7 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) 
         print(f"missing (in the baseline only): {rec.nodeid}")
     for w in mismatch_warnings(base, current):
         print(f"WARNING {w}")
+    print(f"false-alarm budget: {budget.describe()}")
     return 1 if regressed else 0
 
 

@@ -157,3 +157,27 @@ def test_the_readme_metric_table_is_the_metric_table():
     kind = {"round": "per round", "token": "per token", "once": "once"}
     assert [[c.strip() for c in row] for row in rows] == [
         [m.name, m.unit, arrow[m.direction], kind[m.sampling]] for m in BUILTIN_METRICS]
+
+
+def test_cli_compare_spends_alpha_over_the_whole_comparison_and_judges_fixed_figures_directly(tmp_path, capsys):
+    def run(tps_by_precision, agreement):
+        records = []
+        for precision, tps in tps_by_precision.items():
+            rec = _record(precision, tps)
+            rec.metrics["token_agreement"] = Metric.from_samples("token_agreement", [agreement])
+            records.append(rec)
+        return Run(started_at="a", finished_at="b", machine={"cpu": "x", "os": "y", "python": "3"}, versions={},
+                   commit={"id": None}, benchmarks=records)
+
+    quick = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1]
+    slow = [90.0, 91.0, 89.0, 90.5, 89.5, 90.2, 89.8, 90.1]  # -10%: Mann-Whitney 8 vs 8 gives p = 1/12870
+    base = write_run(run({"float32": quick, "bfloat16": quick, "float16": quick}, 1.0), tmp_path / "base.json")
+    cur = write_run(run({"float32": slow, "bfloat16": quick, "float16": quick}, 0.3), tmp_path / "cur.json")
+    rc = cli.main(["compare", str(base), str(cur), "--fail", "throughput_tok_s:5%,token_agreement:5%"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    # 3 benchmarks x 1 tested metric: alpha 0.01 / 3 each; token_agreement is judged directly (no test, no budget)
+    assert "false-alarm budget: Bonferroni: alpha 0.01 over 3 tested comparisons" in out and "0.00333 each" in out
+    lines = [line for line in out.splitlines() if "test[" in line]
+    assert sum("throughput_tok_s" in line and line.rstrip().endswith("regressed") for line in lines) == 1
+    assert sum("token_agreement" in line and line.rstrip().endswith("regressed") for line in lines) == 3
