@@ -181,3 +181,15 @@ def test_cli_compare_spends_alpha_over_the_whole_comparison_and_judges_fixed_fig
     lines = [line for line in out.splitlines() if "test[" in line]
     assert sum("throughput_tok_s" in line and line.rstrip().endswith("regressed") for line in lines) == 1
     assert sum("token_agreement" in line and line.rstrip().endswith("regressed") for line in lines) == 3
+
+
+def test_the_readme_documents_every_option_and_its_ini_twin():
+    from pytest_llmeff.config import _OPTIONS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `--llmeff-")}
+    for opt, ini, *_ in _OPTIONS:
+        row = next((line for cell, line in rows.items()
+                    if any(cell.startswith(f"`{opt}{end}") for end in ("`", "=", "["))), None)
+        assert row is not None, f"{opt} has no row in the README's options table"
+        assert f"`{ini}`" in row or f"`{ini} " in row, f"{opt}: its ini twin {ini} is not in its README row"
