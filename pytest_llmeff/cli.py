@@ -46,15 +46,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2)
 
 
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; give a probability between 0 and 1, "
-                                         "exclusive (e.g. 0.01)")
-    return value
+def _open_range(low: float, high: float, allowed: str):
+    """An argparse type: a number strictly between ``low`` and ``high``, else one line naming the value and
+    ``allowed``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low < value < high:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; {allowed}")
+        return value
+
+    return parse
+
+
+_alpha = _open_range(0, 1, "give a probability between 0 and 1, exclusive (e.g. 0.01)")
 
 
 def _thresholds(text: str):
@@ -169,15 +176,8 @@ def _list(directory: Optional[str]) -> int:
     return 0
 
 
-def _penalty(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1000:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; give a positive number (default 3; smaller "
-                                         "finds more change points and more false ones)")
-    return value
+_penalty = _open_range(0, 1000, "give a positive number (default 3; smaller finds more change points and more "
+                                "false ones)")
 
 
 def _current_fingerprint() -> Optional[str]:

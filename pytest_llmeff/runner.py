@@ -223,8 +223,7 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
         if meter is not None:
             round_energy.append(meter.end(e_start))
         peak_bytes = peak.peak_bytes()
-        # CUDA: the allocator's own figures, free to read each round; CPU: from the untimed window below
-        delta_bytes = peak.delta_bytes() if device.startswith("cuda") else None
+        delta_bytes = None if peak.delta_needs_untimed_window else peak.delta_bytes()
         measured.contention.append(probe.end(token, len(latencies)))
 
         gen = loaded.decode(inputs, out)
@@ -254,7 +253,7 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
             break
     measured.time_s["timed"] = measured.timed_s
     measured.round_energy = round_energy
-    if peak.method == "vmhwm":
+    if peak.delta_needs_untimed_window:
         # the generation's own peak on CPU: one untimed window after a malloc_trim (a trim before a timed round
         # would make it pay page faults that depend on the process's history)
         peak.reset(trim=True)

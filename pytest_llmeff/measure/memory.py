@@ -127,6 +127,9 @@ class PeakMemory:
             self.method = "vmhwm"
         else:
             self.method = "unavailable"
+        # CPU: delta_bytes needs a trim before its window (see reset), so it comes from an untimed window;
+        # CUDA's allocator figures are exact and free to read after every timed window
+        self.delta_needs_untimed_window = self.method == "vmhwm"
 
     def reset(self, trim: bool = False) -> None:
         """Start a window: reset the peak and record the memory in use now (the base of ``delta_bytes``).
