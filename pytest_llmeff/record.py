@@ -50,6 +50,7 @@ def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
     """Turn the runner's raw samples (``measured``, a ``runner.Measured``) and the once-per-variant figures of
     ``loaded`` (a ``LoadedModel``) into a ``BenchmarkRecord`` (statistics computed per metric, time per phase
     with its ``total``)."""
+    from pytest_llmeff.analysis import outlier_rounds
     from pytest_llmeff.results import BenchmarkRecord, EnergyInfo, Metric, VariantRecord
 
     samples = dict(measured.samples)
@@ -80,7 +81,7 @@ def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
         ),
         params={k: str(v) for k, v in where.params.items()}, rounds=measured.rounds, warmup=plan.warmup,
         metrics=metrics, stop=_stop_info(plan.rule, measured), time_s={**measured.time_s, "total": sum(measured.time_s.values())},
-        contention=list(measured.contention),
+        contention=list(measured.contention), outliers=outlier_rounds(metrics),
         energy=energy, tokens_generated=measured.tokens_generated, prompt_tokens=measured.prompt_tokens,
         warnings=list(measured.warnings),
         extra_info={"memory_method": measured.memory_method, "flops_total": measured.flops_total,
@@ -151,3 +152,24 @@ def one_line(record: "BenchmarkRecord") -> str:
 def payload(records: list["BenchmarkRecord"]) -> list[str]:
     return [r.model_dump_json() for r in records]
 
+
+
+def emit_record_events(record: "BenchmarkRecord") -> None:
+    """Tell the event stream (``events``) what one finished benchmark holds: a ``record`` event with its medians
+    and intervals, then one event per warning, gate verdict and limit."""
+    from pytest_llmeff import events
+
+    if not events.active():
+        return
+    events.emit("record", name=record.name, rounds=record.rounds,
+                stop_reason=record.stop.reason if record.stop else None, gate_failed=record.gate_failed,
+                metrics={n: {"median": m.median, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n}
+                         for n, m in record.metrics.items()})
+    for warning in record.warnings:
+        events.emit("warning", name=record.name, message=warning)
+    for v in record.verdicts:
+        events.emit("verdict", name=record.name, metric=v.metric, status=v.status, change=v.change,
+                    p_value=v.p_value, threshold=v.threshold, test=v.test, message=v.message)
+    for limit in record.limits:
+        events.emit("limit", name=record.name, metric=limit.metric, limit=limit.limit, median=limit.median,
+                    passed=limit.passed, message=limit.message)

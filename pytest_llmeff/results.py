@@ -248,6 +248,9 @@ class BenchmarkRecord(BaseModel):
     time_s: dict[str, float] = Field(default_factory=dict)  # where the benchmark's time went, seconds per phase
     contention: list[RoundContention] = Field(default_factory=list)  # other CPU work during each timed round
     interleaved: bool = False  # every timed round alternated with a lockstep partner's (--llmeff-interleave)
+    # outlier rounds per per-round metric (0-based), robust modified z-score > 3.5 (analysis.outlier_rounds);
+    # None in files written before it was stored (schema 1.1, optional)
+    outliers: Optional[dict[str, list[int]]] = None
 
     @property
     def gate_failed(self) -> bool:

@@ -22,7 +22,7 @@ Cells (``cell``), in the display unit of ``DISPLAY``:
 - a once-per-variant figure (load time, weights, FLOP counts, quality drift): the value alone;
 - ``~`` before an energy figure: estimated (no physical meter was read); ``-``: the record has no such metric.
 
-Best in a column (``column_marks``), among the passed records, by the metric's direction: ``*`` marks the best
+Best in a column (``column_marks``, which is ``analysis.best_marks``), among the passed records, by the metric's direction: ``*`` marks the best
 median only when that figure has an interval, is precise, and its interval overlaps no other record's interval
 (so every other record has an interval too). When other intervals overlap the leader's, ``=`` marks the leader
 and every overlapping record with an interval: tied, the data cannot rank them. No mark when the leader has no
@@ -40,10 +40,12 @@ from typing import Optional, Sequence
 
 from tabulate import tabulate
 
-from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.analysis import best_marks as column_marks  # noqa: F401  (the table's name for it)
+from pytest_llmeff.analysis import precise as _precise
+from pytest_llmeff.analysis import sampled as _sampled
+from pytest_llmeff.analysis import target_pct, target_pct_default
 from pytest_llmeff.report.csv_table import is_energy_metric
-from pytest_llmeff.results import BenchmarkRecord, Metric
-from pytest_llmeff.stop_rule import DEFAULT_TARGET_CI_PCT
+from pytest_llmeff.results import BenchmarkRecord
 
 #: metric -> (column header with its display unit, multiply the stored value by this for display)
 DISPLAY: dict[str, tuple[str, float]] = {
@@ -96,8 +98,7 @@ VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusi
                 "not-measured": "not measured"}
 NO_INTERVAL = "?"  #: after a median: no interval (too few samples)
 IMPRECISE = "!"  #: after an interval: wider than the precision target
-BEST = "*"  #: the best median, its interval clear of every other
-TIED = "="  #: a leader whose interval overlaps another's
+from pytest_llmeff.analysis import BEST, TIED  # noqa: E402  (the marks, defined with their rule)
 ESTIMATED = "~"  #: before an energy figure: estimated, no meter read
 
 
@@ -124,36 +125,6 @@ def _fmt(value: float, decimals: Optional[int] = None) -> str:
     return f"{value:.{d}f}"
 
 
-def _sampled(metric: str) -> bool:
-    """True for a per-round or per-token metric (an unknown name, e.g. from a newer file: treated as sampled)."""
-    spec = METRICS.get(metric)
-    return spec is None or spec.sampling != "once"
-
-
-def _direction(metric: str) -> str:
-    spec = METRICS.get(metric)
-    return spec.direction if spec is not None else "none"
-
-
-def _precise(m: Metric, target_ci_pct: float) -> bool:
-    """An interval exists and its relative half-width is within the target (a zero median: any interval)."""
-    if not m.has_interval:
-        return False
-    return m.ci_rel is None or m.ci_rel * 100 <= target_ci_pct
-
-
-def target_pct_default(default: Optional[float]) -> float:
-    return DEFAULT_TARGET_CI_PCT if default is None else default
-
-
-def target_pct(record: BenchmarkRecord, default: Optional[float]) -> float:
-    """The precision target (percent) ``record`` is judged by: its own stop rule's target when it has one (a
-    marker may set it per test), else ``default``, else ``DEFAULT_TARGET_CI_PCT``."""
-    if record.stop is not None and record.stop.target_ci_rel is not None:
-        return record.stop.target_ci_rel * 100
-    return target_pct_default(default)
-
-
 def interval_text(ci_rel: float) -> str:
     """``ci_rel`` (a fraction) as ``±X%``: one decimal below 10%, none from 10% up, ``±>999%`` from 1000% up
     (a median near zero, e.g. the memory a tiny model's generation adds)."""
@@ -161,32 +132,6 @@ def interval_text(ci_rel: float) -> str:
     if round(pct) > 999:
         return "±>999%"
     return f"±{pct:.0f}%" if round(pct, 1) >= 10 else f"±{pct:.1f}%"
-
-
-def column_marks(rows: Sequence[BenchmarkRecord], metric: str,
-                 target_ci_pct: Optional[float] = None) -> dict[int, str]:
-    """The best/tied marks of one column: ``{index in rows: mark}`` (see the module docstring for the rule)."""
-    if _direction(metric) == "none" or not _sampled(metric):
-        return {}
-    candidates = [(i, r.metrics[metric]) for i, r in enumerate(rows)
-                  if r.outcome == "passed" and metric in r.metrics]
-    if len(candidates) < 2:
-        return {}
-    higher = _direction(metric) == "higher"
-    leader_index, leader = (max if higher else min)(candidates, key=lambda pair: pair[1].median)
-    if not _precise(leader, target_pct(rows[leader_index], target_ci_pct)):
-        return {}
-    others = [(i, m) for i, m in candidates if i != leader_index]
-
-    def clear_of_leader(m: Metric) -> bool:
-        return m.has_interval and (m.ci_high < leader.ci_low or m.ci_low > leader.ci_high)
-
-    contenders = [(i, m) for i, m in others if not clear_of_leader(m)]
-    if not contenders:
-        return {leader_index: BEST}
-    marks = {leader_index: TIED}
-    marks.update({i: TIED for i, m in contenders if m.has_interval})
-    return marks
 
 
 def cell(record: BenchmarkRecord, metric: str, target_ci_pct: Optional[float] = None, mark: str = "") -> str:
