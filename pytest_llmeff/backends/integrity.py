@@ -35,7 +35,7 @@ from pytest_llmeff.errors import ModelSourceError
 MANIFEST_FILE = "llmeff-manifest.json"
 MANIFEST_FORMAT = 1
 HASH_ALWAYS_MAX_BYTES = 64 * 2**20
-_ENTRY_NAME = re.compile(r"^(tiny-random-llama|gguf-[0-9a-f]{24})-v[0-9]+$")
+_ENTRY_NAME = re.compile(r"^(tiny-random-llama|(gguf|ct2|ortgenai)-[0-9a-f]{24})-v[0-9]+$")  # engines: convert_cache.py
 _MAX_HEADER = 100 * 2**20  # safetensors refuses headers above 100 MB too
 
 # entries rebuilt in this process (resolved paths): a second damage is an error, not a second rebuild
