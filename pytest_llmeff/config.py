@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from dataclasses import dataclass
 
+from pytest_llmeff.shard_spec import ShardSpec, parse_shard
 from pytest_llmeff.stop_rule import (DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, DEFAULT_MIN_ROUNDS,
                                      DEFAULT_PRECISION_METRICS, DEFAULT_TARGET_CI_PCT, StopRule)
 
@@ -104,6 +105,14 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
     ("--llmeff-ab-python", "llmeff_ab_python", "string",
      "the Python interpreter of the --llmeff-ab baseline (default: this one), e.g. a venv with other "
      "dependency versions", {"metavar": "PATH"}),
+    ("--llmeff-shard", "llmeff_shard", "string",
+     "run the K-th of N disjoint shards of the benchmarks (K from 0): whole variants per shard, balanced by "
+     "estimated cost; 'auto' or 'auto/N' reads K (and N) from the environment: LLMEFF_SHARD_INDEX/COUNT, "
+     "SLURM_ARRAY_TASK_ID/COUNT, JOB_COMPLETION_INDEX, CI_NODE_INDEX/TOTAL", {"metavar": "K/N"}),
+    ("--llmeff-shard-costs", "llmeff_shard_costs", "string",
+     "balance the shards by the measured times of a previous run (a run file, e.g. the last merged run, or a "
+     "stored baseline NAME) instead of parameters x batch x tokens; every shard must be given the same one",
+     {"metavar": "PATH|NAME"}),
     ("--llmeff-markdown", "llmeff_markdown", "string",
      "write the report as markdown to PATH (also appended to $GITHUB_STEP_SUMMARY when set)", {"metavar": "PATH"}),
     ("--llmeff-csv", "llmeff_csv", "string", "write one CSV row per benchmark and metric to PATH",
@@ -174,6 +183,8 @@ class LlmeffConfig:
     columns: Optional[tuple[str, ...]] = None  # terminal table metric columns; None: the default set
     ab: Optional[str] = None  # --llmeff-ab: the git ref the baseline side runs
     ab_python: Optional[str] = None  # its interpreter (None: this one)
+    shard: Optional[ShardSpec] = None  # --llmeff-shard: this session runs one shard of the collection
+    shard_costs: Optional[str] = None  # --llmeff-shard-costs: the run whose times balance the shards
 
     @property
     def target_ci_pct(self) -> float:
@@ -379,6 +390,14 @@ def resolve(pytest_config) -> LlmeffConfig:
         raise UsageProblem(f"--llmeff-compare-fail={compare_fail!r} needs a baseline to compare with; add "
                            "--llmeff-compare (latest stored run) or --llmeff-compare=NAME, or run as "
                            "--llmeff-role=candidate under --llmeff-interleave")
+    shard = parse_shard("--llmeff-shard", text("llmeff_shard"), os.environ)
+    shard_costs = text("llmeff_shard_costs")
+    if shard is not None and (ab or interleave):
+        what = f"--llmeff-ab={ab}" if ab else f"--llmeff-interleave={interleave}"
+        raise UsageProblem(f"--llmeff-shard={shard.label} cannot be combined with {what}: a lockstep pair runs the "
+                           "same benchmarks on both sides; shard the baseline and candidate runs separately")
+    if shard_costs and shard is None:
+        raise UsageProblem(f"--llmeff-shard-costs={shard_costs} needs --llmeff-shard=K/N (or auto)")
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     return LlmeffConfig(
         report=flag("llmeff_report") or bool(json_path) or bool(text("llmeff_save")) or flag("llmeff_autosave")
@@ -402,4 +421,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
         interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
         stop_cli=stop_cli, stop_ini=stop_ini, columns=columns, ab=ab, ab_python=ab_python,
+        shard=shard, shard_costs=shard_costs,
     )

@@ -63,6 +63,10 @@ def _gather(session, report) -> None:
     raws, loads = getattr(report, "llmeff_records", None), getattr(report, "llmeff_loads", None)
     if getattr(report, "llmeff_gate", None):
         session.gate_failures.append((report.nodeid, str(report.longrepr)))
+    if getattr(report, "llmeff_shard", None) and session.shard_info is None:  # an xdist worker's shard
+        from pytest_llmeff.results import ShardInfo
+
+        session.shard_info = ShardInfo.model_validate_json(report.llmeff_shard)
     if not raws and not loads:
         return
     from pytest_llmeff.results import BenchmarkRecord, LoadEvent
@@ -136,6 +140,11 @@ def pytest_collection_modifyitems(session, config, items):
         for item in items:
             if _is_benchmark(item):
                 item.add_marker(mark)
+    if options.shard is not None:  # before the xdist groups and the order: this shard's tests only
+        from pytest_llmeff import shard_session
+
+        shard_session.apply(config.stash[SESSION_KEY], items, _variant_of, _is_benchmark,
+                            lambda dropped: config.hook.pytest_deselected(items=dropped))
     if config.pluginmanager.hasplugin("xdist"):
         for item in items:
             variant = _variant_of(item)
@@ -169,6 +178,10 @@ def pytest_runtest_makereport(item, call):
     loads = session.take_new_loads()
     if loads:
         report.llmeff_loads = [e.model_dump_json() for e in loads]
+    if session.shard_info is not None and startup.is_worker(item.config):
+        from pytest_llmeff.shard_session import info_payload
+
+        report.llmeff_shard = info_payload(session)
     records = item.stash.get(RECORDS_KEY, []) if call.when == "call" else []
     if records:
         from pytest_llmeff.record import payload
@@ -211,6 +224,8 @@ def pytest_sessionfinish(session, exitstatus):
         state.ending.reason = ("collected only (--collect-only)" if config.option.collectonly
                                else f"stopped early: {stopped}" if isinstance(stopped, str) else "stopped early")
     startup.finish_session(state, config)
+    if state.shard_info is not None and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK  # a shard left empty by the split (more shards than variants)
     if state.outputs.errors and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

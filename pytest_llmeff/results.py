@@ -248,6 +248,7 @@ class BenchmarkRecord(BaseModel):
     time_s: dict[str, float] = Field(default_factory=dict)  # where the benchmark's time went, seconds per phase
     contention: list[RoundContention] = Field(default_factory=list)  # other CPU work during each timed round
     interleaved: bool = False  # every timed round alternated with a lockstep partner's (--llmeff-interleave)
+    machine: Optional["MachineInfo"] = None  # where it ran, when a merged run's shards ran on several machines
     # outlier rounds per per-round metric (0-based), robust modified z-score > 3.5 (analysis.outlier_rounds);
     # None in files written before it was stored (schema 1.1, optional)
     outliers: Optional[dict[str, list[int]]] = None
@@ -267,6 +268,7 @@ class LoadEvent(BaseModel):
     load_s: float
     converted_s: Optional[float] = None
     worker: Optional[str] = None  # pytest-xdist worker id; None in a plain session
+    shard: Optional[int] = None  # the shard index of the run it came from (a merged run)
     ok: bool = True
     error: Optional[str] = None
 
@@ -293,6 +295,59 @@ class MachineInfo(BaseModel):
     hostname: Optional[str] = None
 
 
+BenchmarkRecord.model_rebuild()  # its ``machine`` field names MachineInfo, defined above
+
+
+class ShardInfo(BaseModel):
+    """The shard a run was (``--llmeff-shard``, schema 1.1, optional): ``index`` of ``count`` (0-based),
+    ``source`` (the option or the environment variables read), ``units`` (the load keys this shard ran),
+    ``cost_method`` and ``estimated`` (how the split's costs were got), ``shard_costs`` (the cost of each shard
+    in the split: seconds when measured, else parameter x token units, ratios only), ``collection`` and
+    ``plan`` (sha256 of the whole collection's node ids and of the split: shards of one split agree on both)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    source: str = "--llmeff-shard"
+    units: list[str] = Field(default_factory=list)
+    cost_method: Optional[str] = None
+    estimated: bool = True
+    shard_costs: list[float] = Field(default_factory=list)
+    collection: Optional[str] = None
+    plan: Optional[str] = None
+
+
+class MergedShard(BaseModel):
+    """One shard run inside a merged run: its file, shard, machine (hostname and fingerprint), times and
+    number of benchmarks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    index: Optional[int] = None
+    count: Optional[int] = None
+    hostname: Optional[str] = None
+    machine_fingerprint: Optional[str] = None
+    started_at: str
+    finished_at: str
+    benchmarks: int = 0
+    commit: Optional[str] = None
+
+
+class MergeInfo(BaseModel):
+    """How a run was merged (``llmeff merge``, schema 1.1, optional): the shard runs, the shard indices that
+    were missing, what ``--force`` let through, and whether the shards ran on several machines (then every
+    record carries its own ``machine``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shards: list[MergedShard] = Field(default_factory=list)
+    missing: list[int] = Field(default_factory=list)
+    forced: list[str] = Field(default_factory=list)
+    machines: int = 1
+
+
 class Run(BaseModel):
     """A whole pytest session's results."""
 
@@ -316,6 +371,8 @@ class Run(BaseModel):
     stop_reason: Optional[str] = None  # why it ended early, e.g. "interrupted (SIGTERM)", "stopped early (-x)"
     unfinished: list[str] = Field(default_factory=list)  # node ids of benchmark tests that did not run to the end
     time_s: dict[str, float] = Field(default_factory=dict)  # the benchmarks' time per phase, summed, and "total"
+    shard: Optional[ShardInfo] = None  # this run is one shard of a split collection (--llmeff-shard)
+    merged: Optional[MergeInfo] = None  # this run was merged from shard runs (llmeff merge)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pytest_llmeff.baseline import Baseline
 from pytest_llmeff.config import LlmeffConfig
@@ -78,6 +78,9 @@ class LlmeffSession:
     ab: Optional["AbRun"] = None  # --llmeff-ab: the baseline side this session started  # load keys whose load time a record's time_s already holds
     gate_failures: list[tuple[str, str]] = field(default_factory=list)
     ending: Ending = field(default_factory=Ending)
+    shard_previous: Optional[tuple] = None  # --llmeff-shard-costs: (path, Run) whose times balance the shards
+    shard_info: Optional[Any] = None  # --llmeff-shard: this shard (results.ShardInfo), for the run file
+    shard_sent: bool = False  # an xdist worker handed its shard_info to the controller
     outputs: Optional["Outputs"] = None
     _models: Optional["ModelCache"] = None
 

@@ -109,6 +109,10 @@ def start_session(config) -> LlmeffSession:
         if options.save:
             check_name(options.save)
         session.baseline = Baseline.from_options(options, storage_for(session, machine_info(config)))
+    if options.shard is not None:
+        from pytest_llmeff.shard_session import load_costs
+
+        session.shard_previous = load_costs(options, rootdir)
     if options.interleave is not None:
         try:
             session.turnstile = session.baseline.turnstile = _join_pair(config, session)
@@ -200,6 +204,7 @@ def build_run(session: LlmeffSession, config):
                                            "alone_reason": t.alone_reason},
         benchmarks=session.records, interrupted=ending.interrupted, complete=ending.complete,
         stop_reason=ending.reason if not ending.complete else None, unfinished=ending.unfinished,
+        shard=session.shard_info,
     )
 
 
