@@ -37,7 +37,8 @@ LOG_TAIL_LINES = 15
 BASELINE_EXIT_WAIT_S = 120.0  # how long the candidate waits at its end for the baseline process to exit
 # options of this plugin (and pytest) that write files, gate or pair: never handed to the baseline
 _NOT_FOR_THE_BASELINE = ("--llmeff-ab", "--llmeff-ab-python", "--llmeff-json", "--llmeff-markdown", "--llmeff-csv",
-                         "--llmeff-benchmark-json", "--llmeff-save", "--llmeff-autosave", "--llmeff-compare",
+                         "--llmeff-benchmark-json", "--llmeff-log-json", "--llmeff-save", "--llmeff-autosave",
+                         "--llmeff-compare",
                          "--llmeff-compare-fail", "--llmeff-alpha", "--llmeff-interleave", "--llmeff-role",
                          "--llmeff-storage", "--junitxml", "--junit-xml", "--basetemp", "--result-log")
 _FLAGS = ("--llmeff-autosave",)  # of the above, the ones that take no value

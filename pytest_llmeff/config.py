@@ -120,6 +120,9 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
     ("--llmeff-benchmark-json", "llmeff_benchmark_json", "string",
      "write the run in pytest-benchmark's JSON format to PATH (github-action-benchmark, Bencher)",
      {"metavar": "PATH"}),
+    ("--llmeff-log-json", "llmeff_log_json", "string",
+     "write every event (model load, round, stop decision, warning, verdict, output written) as one JSON object "
+     "per line to PATH, while it happens", {"metavar": "PATH"}),
     ("--llmeff-country", "llmeff_country", "string",
      "ISO 3166 alpha-3 country whose grid carbon intensity gives co2_g (default USA)", {"metavar": "ISO3"}),
 )
@@ -185,6 +188,7 @@ class LlmeffConfig:
     ab_python: Optional[str] = None  # its interpreter (None: this one)
     shard: Optional[ShardSpec] = None  # --llmeff-shard: this session runs one shard of the collection
     shard_costs: Optional[str] = None  # --llmeff-shard-costs: the run whose times balance the shards
+    log_json: Optional[Path] = None  # --llmeff-log-json: the event log, one JSON object per line
 
     @property
     def target_ci_pct(self) -> float:
@@ -422,4 +426,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
         stop_cli=stop_cli, stop_ini=stop_ini, columns=columns, ab=ab, ab_python=ab_python,
         shard=shard, shard_costs=shard_costs,
+        log_json=Path(os.path.expanduser(text("llmeff_log_json"))) if text("llmeff_log_json") else None,
     )

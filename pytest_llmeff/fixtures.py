@@ -190,7 +190,7 @@ def llm_benchmark(llm_model, request):
     (``result.metrics["throughput_tok_s"].median``). Three steps: measure, record, judge.
     """
     from pytest_llmeff import bench
-    from pytest_llmeff.record import Where, build_record
+    from pytest_llmeff.record import Where, build_record, emit_record_events
 
     session = _session(request)
     item = request.node
@@ -215,6 +215,7 @@ def llm_benchmark(llm_model, request):
         record = build_record(where, variant, plan, llm_model, measured, extra)
         record.interleaved = session.turnstile is not None and not session.turnstile.alone
         session.baseline.judge(record, variant)
+        emit_record_events(record)
         for metric in _JUNIT_METRICS:
             if metric in record.metrics:  # junit-xml properties
                 item.user_properties.append((f"llmeff_{record.variant.id}_{metric}", record.metrics[metric].median))

@@ -93,6 +93,8 @@ def pytest_unconfigure(config):
     from pytest_llmeff.metrics import reset_user_metrics
 
     session = _session(config)
+    if session is not None:
+        startup.close_events(session)
     if session is not None and session.turnstile is not None:
         session.turnstile.finish()  # a session that ended early must not leave its partner waiting
     if session is not None and session.ab is not None:
@@ -167,6 +169,16 @@ def pytest_collection_finish(session):
     state.baseline.plan_family([(i.nodeid, _variant_of(i)) for i in benchmarks])
     if not startup.is_worker(session.config):
         state.ending.expected = [i.nodeid for i in benchmarks]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Events emitted while a test runs (its loads, rounds, verdicts) name it and its variant."""
+    from pytest_llmeff import events
+
+    variant = _variant_of(item)
+    with events.in_test(item.nodeid, variant.id if variant is not None else None):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

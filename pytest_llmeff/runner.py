@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from pytest_llmeff import events
 from pytest_llmeff.measure.contention import ContentionProbe, contention_warning
 from pytest_llmeff.measure.flops import FlopsCounter, analytic_flops, flops_cache_key, flops_disagreement_warning
 from pytest_llmeff.measure.memory import PeakMemory
@@ -179,6 +180,9 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
     def generate():
         return loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
 
+    events.emit("benchmark_start", batch_size=batch_size, max_new_tokens=max_new_tokens, warmup=warmup,
+                fixed_rounds=stop.fixed_rounds, target_ci_rel=stop.target_ci_rel, max_time_s=stop.max_time_s,
+                min_rounds=stop.min_rounds, max_rounds=stop.max_rounds, precision_metrics=stop.metrics)
     phase_start = time.perf_counter()
     for _ in range(warmup):
         generate()
@@ -248,8 +252,14 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
             after_round()
         elapsed = time.perf_counter() - loop_start
         reason = stop.decide(measured.samples, len(latencies), elapsed)
+        if events.active():
+            events.emit("round", round=len(latencies), latency_s=latency, ttft_s=ttft,
+                        throughput_tok_s=gen.tokens_total / latency,
+                        **_round_fields(stop, measured.samples, len(latencies), elapsed))
         if reason is not None:
             measured.stop_reason, measured.rounds, measured.timed_s = reason, len(latencies), elapsed
+            if events.active():
+                events.emit("stop", reason=reason, **_round_fields(stop, measured.samples, len(latencies), elapsed))
             break
     measured.time_s["timed"] = measured.timed_s
     measured.round_energy = round_energy
@@ -273,6 +283,15 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
     if competed:
         measured.warnings.append(competed)
     return latencies
+
+
+def _round_fields(stop: StopRule, samples: dict, rounds: int, elapsed_s: float) -> dict:
+    """What a ``round`` or ``stop`` event says about the stop rule: rounds so far, the timed seconds, and each
+    precision metric's median with the relative half-width of its 95% interval (None before 6 samples)."""
+    return {"rounds": rounds, "elapsed_s": elapsed_s,
+            "median": {m: statistics.median(samples[m]) for m in stop.metrics if samples.get(m)},
+            "achieved_ci_rel": stop.achieved(samples), "target_ci_rel": stop.target_ci_rel,
+            "max_time_s": stop.max_time_s, "fixed_rounds": stop.fixed_rounds}
 
 
 def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latencies: list[float],

@@ -19,6 +19,7 @@ from pytest_llmeff.measure.meter_set import MeterSet
 if TYPE_CHECKING:  # pydantic models load only when a benchmark is recorded
     from pytest_llmeff.ab import AbRun
     from pytest_llmeff.backends.cache import ModelCache
+    from pytest_llmeff.events import EventLog
     from pytest_llmeff.interleave import Turnstile
     from pytest_llmeff.report.outputs import Outputs
     from pytest_llmeff.results import BenchmarkRecord, LoadEvent
@@ -60,7 +61,8 @@ class LlmeffSession:
     quality probes, by (reference load key, prompts, length). flops_cache: counted FLOPs shared by the variants of
     one shape. loads_timed: the load keys already counted in a record's time breakdown. ab: the ``--llmeff-ab``
     baseline (its worktree and process), None otherwise. gate_failures: (node id, text) of regressed
-    tests. ending: how the session ended. outputs: what was written at the end (None before).
+    tests. ending: how the session ended. outputs: what was written at the end (None before). events: the event
+    log (``events.EventLog``) the session's rooms emit to.
     """
 
     options: LlmeffConfig
@@ -82,6 +84,7 @@ class LlmeffSession:
     shard_info: Optional[Any] = None  # --llmeff-shard: this shard (results.ShardInfo), for the run file
     shard_sent: bool = False  # an xdist worker handed its shard_info to the controller
     outputs: Optional["Outputs"] = None
+    events: Optional["EventLog"] = None  # the event stream (--llmeff-log-json, live progress); startup opens it
     _models: Optional["ModelCache"] = None
 
     def __post_init__(self) -> None:

@@ -103,6 +103,12 @@ def start_session(config) -> LlmeffSession:
         ab_run, options = _start_ab(config, options, rootdir)
     session = LlmeffSession(options, progress_writer(config), rootdir)
     session.ab = ab_run
+    try:
+        open_events(session, config)
+    except BaseException:
+        if session.ab is not None:
+            session.ab.cleanup()
+        raise
     if options.compare or options.save or options.role == "candidate":
         from pytest_llmeff.storage import check_name
 
@@ -121,6 +127,48 @@ def start_session(config) -> LlmeffSession:
                 session.ab.cleanup()
             raise
     return session
+
+
+def open_events(session: LlmeffSession, config) -> None:
+    """Open the session's event stream: the live progress lines (not on xdist workers) and the JSON lines file
+    of ``--llmeff-log-json`` (emptied by the session's first process, appended to by pytest-xdist workers)."""
+    from pytest_llmeff import events
+    from pytest_llmeff.report.progress import ProgressLines
+
+    worker = is_worker(config)
+    listeners: list = [] if worker else [ProgressLines(session.progress, verbose=config.get_verbosity() > 0)]
+    path = session.options.log_json
+    if path is not None:
+        path = path if path.is_absolute() else session.rootdir / path
+        try:
+            listeners.append(events.JsonLines(path, fresh=not worker))
+        except OSError as exc:
+            raise UsageProblem(f"--llmeff-log-json={session.options.log_json} cannot be written: "
+                               f"{exc.strerror or exc}") from None
+    session.events = events.EventLog(listeners)
+    events.install(session.events)
+    if not worker:
+        events.emit("session_start", args=list(config.invocation_params.args), rootdir=str(session.rootdir),
+                    started_at=session.started_at, log_json=str(path) if path else None)
+
+
+def close_events(session: LlmeffSession) -> None:
+    """The last event (``session_end``) and the log closed; a log file that failed to write says so once."""
+    from pytest_llmeff import events
+
+    log = session.events
+    if log is None:
+        return
+    ending = session.ending
+    events.emit("session_end", records=len(session.records), interrupted=ending.interrupted,
+                complete=ending.complete, reason=ending.reason,
+                json_path=str(session.outputs.json_path) if session.outputs and session.outputs.json_path else None)
+    problems = [p for p in (getattr(listener, "problem", None) for listener in log.listeners) if p]
+    log.close()
+    events.install(None)
+    session.events = None
+    for problem in problems:
+        session.progress(problem)
 
 
 def _start_ab(config, options, rootdir: Path):

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
+from pytest_llmeff import events
 from pytest_llmeff.backends.gguf import ModelSourceError
 from pytest_llmeff.backends.quant import VariantUnsupported
 from pytest_llmeff.measure.memory import release_memory
@@ -55,10 +56,13 @@ class ModelCache:
             self._error_class[key] = type(exc)
             self.loads.append(LoadEvent(key=key, load_s=0.0, ok=False, error=str(exc),
                                         worker=os.environ.get("PYTEST_XDIST_WORKER")))
+            events.emit("load", key=key, model=variant.model, ok=False, error=str(exc))
             raise
         self._key, self._loaded = key, loaded
         self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s,
                                     worker=os.environ.get("PYTEST_XDIST_WORKER")))
+        events.emit("load", key=key, model=variant.model, ok=True, device=loaded.device, load_s=loaded.load_s,
+                    converted_s=loaded.converted_s, model_bytes=getattr(loaded, "model_bytes", None))
         if self.progress:
             what = variant.precision + (f" {variant.quant_label}" if variant.quantization else "")
             self.progress(f"loaded {variant.model} {what} on {loaded.device} in {loaded.load_s:.2f} s")

@@ -81,6 +81,9 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
 
 
 def _convert(gguf_path: Path, target: Path, progress) -> tuple[Path, float]:
+    from pytest_llmeff import events
+
+    events.emit("convert", source=str(gguf_path), target=str(target), done=False)
     if progress:
         progress(f"converting {gguf_path.name} to a safetensors cache (one-time, ~20 s for 135M params)...")
     start = time.perf_counter()
@@ -122,6 +125,7 @@ def _convert(gguf_path: Path, target: Path, progress) -> tuple[Path, float]:
             shutil.rmtree(tmp, ignore_errors=True)
     del quantized, plain
     seconds = time.perf_counter() - start
+    events.emit("convert", source=str(gguf_path), target=str(target), done=True, seconds=seconds)
     if progress:
         progress(f"converted {gguf_path.name} in {seconds:.1f} s -> {target}")
     return target, seconds

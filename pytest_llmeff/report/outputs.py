@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from pytest_llmeff import events
 from pytest_llmeff.config import DEFAULT_RESULTS_DIR, LlmeffConfig
 from pytest_llmeff.errors import StorageError, UsageProblem
 from pytest_llmeff.variants import sanitize_id
@@ -51,7 +52,8 @@ def _where(path: Path, rootdir: Path) -> Path:
 
 def _report_paths(options: LlmeffConfig) -> list[tuple[str, Optional[Path]]]:
     return [("--llmeff-json", options.json_path), ("--llmeff-markdown", options.markdown),
-            ("--llmeff-csv", options.csv), ("--llmeff-benchmark-json", options.benchmark_json)]
+            ("--llmeff-csv", options.csv), ("--llmeff-benchmark-json", options.benchmark_json),
+            ("--llmeff-log-json", options.log_json)]
 
 
 def _writable_folder_problem(folder: Path) -> Optional[str]:
@@ -111,6 +113,7 @@ def _write_run_file(run: "Run", options: LlmeffConfig, rootdir: Path, out: Outpu
     path = _where(options.json_path, rootdir) if options.json_path else default_json_path(run, rootdir)
     try:
         out.json_path = write_run(run, path)
+        events.emit("output", what="run file", path=str(out.json_path))
         return
     except OSError as exc:
         problem = f"could not write the results file {path}: {exc.strerror or exc}"
@@ -118,6 +121,7 @@ def _write_run_file(run: "Run", options: LlmeffConfig, rootdir: Path, out: Outpu
     try:
         out.json_path = write_run(run, fallback)
         out.errors.append(f"{problem}; the results were written to {fallback} instead")
+        events.emit("output", what="run file", path=str(out.json_path), fallback=True)
     except OSError as exc:
         out.errors.append(f"{problem}; the fallback {fallback} failed too ({exc.strerror or exc}): "
                           "the results are in the table above only")
@@ -145,10 +149,12 @@ def _store(run: "Run", options: LlmeffConfig, storage, out: Outputs) -> None:
         out.notices.append(f"not stored {' and '.join(wanted)}: {why}{kept}{where}")
         return
     try:
-        if options.save:
-            out.lines.append(f"stored as {storage.save(run, options.save)}")
-        if options.autosave:
-            out.lines.append(f"stored as {storage.autosave(run)}")
+        for wanted_here, store in ((options.save, lambda: storage.save(run, options.save)),
+                                   (options.autosave, lambda: storage.autosave(run))):
+            if wanted_here:
+                stored = store()
+                out.lines.append(f"stored as {stored}")
+                events.emit("output", what="stored baseline", path=str(stored))
     except (StorageError, OSError) as exc:
         out.errors.append(f"could not store the run: {exc}")
 
@@ -179,6 +185,7 @@ def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison:
         try:
             write(target)
             out.lines.append(f"{label} written to {target}")
+            events.emit("output", what=label, path=str(target))
         except Exception as exc:  # one report failing must not lose the others
             out.errors.append(f"could not write the {label} report {target}: {type(exc).__name__}: {exc}")
     if options.markdown is not None:
@@ -199,4 +206,6 @@ def write_outputs(run: "Run", options: LlmeffConfig, rootdir: Path, storage, com
     _write_run_file(run, options, rootdir, out)
     _store(run, options, storage, out)
     _write_reports(run, options, rootdir, comparison, out)
+    for line in out.errors:
+        events.emit("error", message=line)
     return out
