@@ -31,19 +31,22 @@ Every comparison here respects the 95% intervals of the medians (``results.Metri
 - **Spread across variants** (``spread``): per metric, the lowest and highest median and who has them, the
   median of the medians, max/min, and the coefficient of variation of the medians (``scipy.stats.variation``).
 
-Pure functions on ``BenchmarkRecord`` lists; scipy is imported inside the functions that use it.
+Pure functions on ``BenchmarkRecord`` lists; scipy is imported inside the functions that use it, and pydantic not
+at all (``config.py`` parses ``--llmeff-pareto`` with ``parse_objectives`` in every pytest run).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from pytest_llmeff.errors import UsageProblem
 from pytest_llmeff.metrics import METRICS
-from pytest_llmeff.results import BenchmarkRecord, Metric
 from pytest_llmeff.stats import MIN_CI_SAMPLES
 from pytest_llmeff.stop_rule import DEFAULT_TARGET_CI_PCT
+
+if TYPE_CHECKING:  # the records are only read here: importing pydantic is left to whoever made them, so that the
+    from pytest_llmeff.results import BenchmarkRecord, Metric  # option parsers below stay light (config.py)
 
 #: the Pareto objectives when none are chosen: speed against quality drift
 DEFAULT_PARETO: tuple[str, ...] = ("throughput_tok_s", "ppl_ratio")

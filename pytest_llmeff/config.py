@@ -125,6 +125,16 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      "per line to PATH, while it happens", {"metavar": "PATH"}),
     ("--llmeff-country", "llmeff_country", "string",
      "ISO 3166 alpha-3 country whose grid carbon intensity gives co2_g (default USA)", {"metavar": "ISO3"}),
+    ("--llmeff-html", "llmeff_html", "string",
+     "write the HTML report (one self-contained file, plots included; needs the 'report' extra) to PATH",
+     {"metavar": "PATH"}),
+    ("--llmeff-pareto", "llmeff_pareto", "string",
+     "the Pareto front's objectives in the HTML report, two or more metrics with a direction, comma separated "
+     "(default throughput_tok_s,ppl_ratio; kld_mean_nat or peak_mem_bytes when the run lacks ppl_ratio)",
+     {"metavar": "METRICS"}),
+    ("--llmeff-score-weights", "llmeff_score_weights", "string",
+     "weights of the efficiency score in the HTML report, METRIC:W comma separated (default "
+     "throughput_tok_s:1,peak_mem_bytes:1,energy_j_per_tok:1,ppl_ratio:1)", {"metavar": "SPEC"}),
 )
 
 
@@ -186,6 +196,9 @@ class LlmeffConfig:
     columns: Optional[tuple[str, ...]] = None  # terminal table metric columns; None: the default set
     ab: Optional[str] = None  # --llmeff-ab: the git ref the baseline side runs
     ab_python: Optional[str] = None  # its interpreter (None: this one)
+    html: Optional[Path] = None  # --llmeff-html: the HTML report
+    pareto: Optional[tuple[str, ...]] = None  # its Pareto objectives (None: analysis.default_objectives)
+    score_weights: Optional[tuple[tuple[str, float], ...]] = None  # its score weights (None: the defaults)
     shard: Optional[ShardSpec] = None  # --llmeff-shard: this session runs one shard of the collection
     shard_costs: Optional[str] = None  # --llmeff-shard-costs: the run whose times balance the shards
     log_json: Optional[Path] = None  # --llmeff-log-json: the event log, one JSON object per line
@@ -403,9 +416,21 @@ def resolve(pytest_config) -> LlmeffConfig:
     if shard_costs and shard is None:
         raise UsageProblem(f"--llmeff-shard-costs={shard_costs} needs --llmeff-shard=K/N (or auto)")
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
+    html, pareto, weights = text("llmeff_html"), text("llmeff_pareto"), text("llmeff_score_weights")
+    if pareto or weights:
+        from pytest_llmeff.analysis import parse_objectives, parse_weights
+
+        pareto = parse_objectives(pareto) if pareto else None
+        weights = tuple(parse_weights(weights).items()) if weights else None
+    if html:
+        import importlib.util
+
+        if importlib.util.find_spec("plotly") is None:
+            raise UsageProblem(f"--llmeff-html={html} needs Plotly, which is not installed: "
+                               'pip install "pytest-llmeff[report]"')
     return LlmeffConfig(
         report=flag("llmeff_report") or bool(json_path) or bool(text("llmeff_save")) or flag("llmeff_autosave")
-        or any(paths.values()) or bool(compare) or bool(interleave) or bool(ab),
+        or any(paths.values()) or bool(html) or bool(compare) or bool(interleave) or bool(ab),
         json_path=Path(json_path) if json_path else None,
         rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
         skip=flag("llmeff_skip"), only=flag("llmeff_only"),
@@ -425,6 +450,7 @@ def resolve(pytest_config) -> LlmeffConfig:
         interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
         interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
         stop_cli=stop_cli, stop_ini=stop_ini, columns=columns, ab=ab, ab_python=ab_python,
+        html=Path(html) if html else None, pareto=pareto, score_weights=weights,
         shard=shard, shard_costs=shard_costs,
         log_json=Path(os.path.expanduser(text("llmeff_log_json"))) if text("llmeff_log_json") else None,
     )

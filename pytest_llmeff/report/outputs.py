@@ -73,7 +73,7 @@ def _writable_folder_problem(folder: Path) -> Optional[str]:
 def check_destinations(options: LlmeffConfig, rootdir: Path) -> None:
     """Raise a usage error (one line naming the option and the path) when a file this session will write
     cannot be written; run at configure time, before any benchmark."""
-    for option, path in _report_paths(options):
+    for option, path in _report_paths(options) + [("--llmeff-html", options.html)]:
         if path is None:
             continue
         target = _where(path, rootdir)
@@ -167,6 +167,7 @@ def _verdicts(run: "Run") -> dict:
 def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison: list[str], out: Outputs) -> None:
     from pytest_llmeff.report.benchmark_json import write_pytest_benchmark_json
     from pytest_llmeff.report.csv_table import write_csv
+    from pytest_llmeff.report.html import write_html
     from pytest_llmeff.report.markdown import STEP_SUMMARY_ENV, append_github_step_summary, render_markdown
     from pytest_llmeff.results import atomic_write_text
 
@@ -177,6 +178,9 @@ def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison:
         ("markdown", options.markdown, lambda p: atomic_write_text(p, markdown)),
         ("CSV", options.csv, lambda p: write_csv(p, run.benchmarks, verdicts=_verdicts(run))),
         ("pytest-benchmark JSON", options.benchmark_json, lambda p: write_pytest_benchmark_json(p, run)),
+        ("HTML", options.html, lambda p: write_html(  # the report extra: Plotly is imported only here
+            p, run, objectives=options.pareto, weights=dict(options.score_weights or ()) or None,
+            target_ci_pct=options.target_ci_pct, notes=comparison)),
     ]
     for label, path, write in writers:
         if path is None:
