@@ -7,7 +7,7 @@ renamed, new and missing benchmarks. Pure logic over ``results`` models; no pyte
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
     from pytest_llmeff.gate import Threshold
@@ -17,21 +17,38 @@ if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judge
 
 
 def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Mapping[str, "Threshold"],
-             alpha: float, paired: bool) -> list:
-    """``gate.Verdict`` per threshold, in the thresholds' order. ``paired``: rounds alternated in time (lockstep),
-    so the Wilcoxon signed-rank test on per-pair ratios; else Mann-Whitney U on two samples. ``alpha`` is the
-    per-comparison level (after the run's correction). A figure measured once per variant is judged directly
-    against its threshold; a metric that a side did not measure is a ``not-measured`` verdict."""
-    from pytest_llmeff.gate import compare, compare_paired, not_measured
+             alpha: float, paired: bool, history: Optional[Sequence["BenchmarkRecord"]] = None) -> list:
+    """``gate.Verdict`` per threshold, in the thresholds' order. ``alpha`` is the per-comparison level (after the
+    run's correction).
 
-    judge = compare_paired if paired else compare
+    ``paired``: rounds alternated in time (lockstep), so the Wilcoxon signed-rank test on per-pair ratios, with
+    the paired test's minimum detectable effect. Otherwise the stored-baseline gate (``drift.judge_stored``):
+    against the medians of the stored sessions in ``history`` (this benchmark's records of earlier stored runs on
+    this machine, ``base`` first; None means ``[base]``) when there are >= 2, else against ``base``'s rounds,
+    where a regression cannot be told from drift between sessions and is inconclusive. A figure measured once per
+    variant is judged directly against its threshold; a metric that a side did not measure is ``not-measured``."""
+    from dataclasses import replace
+
+    from pytest_llmeff.drift import judge_stored, paired_mde
+    from pytest_llmeff.gate import compare_paired, not_measured
+    from pytest_llmeff.metrics import METRICS
+
+    sessions = list(history) if history else [base]
     found = []
     for metric, threshold in thresholds.items():
-        if metric in base.metrics and metric in current.metrics:
-            found.append(judge(metric, base.metrics[metric].samples, current.metrics[metric].samples, threshold,
-                               alpha=alpha))
-        else:
+        if metric not in base.metrics or metric not in current.metrics:
             found.append(not_measured(metric, threshold, _missing_side(base, current, metric)))
+        elif paired:
+            v = compare_paired(metric, base.metrics[metric].samples, current.metrics[metric].samples, threshold,
+                               alpha=alpha)
+            spec = METRICS.get(metric)
+            if spec is not None and spec.sampling != "once":
+                v = replace(v, mde=paired_mde(base.metrics[metric].samples, current.metrics[metric].samples,
+                                              alpha, spec.direction))
+            found.append(v)
+        else:
+            samples = [r.metrics[metric].samples for r in sessions if metric in r.metrics]
+            found.append(judge_stored(metric, samples, current.metrics[metric].samples, threshold, alpha))
     return found
 
 
@@ -62,6 +79,37 @@ def matching_lines(matching: "Matching") -> list[str]:
     return lines
 
 
+def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
+    """What each tested comparison could resolve: one line per benchmark with its gated metrics' minimum
+    detectable effects (``mde``), and a WARNING for a threshold below it. Figures judged directly are left out."""
+    lines = []
+    for record in records:
+        parts, warns = [], []
+        for v in record.verdicts:
+            if v.status == "not-measured" or (v.p_value is None and v.mde is None and not v.history_runs):
+                continue
+            if v.mde is not None:
+                source = (f"{v.history_runs} stored sessions, spread {v.spread_rel * 100:.1f}%"
+                          if v.history_runs and v.spread_rel is not None else "paired rounds" if v.history_runs is None
+                          else f"{v.history_runs} stored sessions")
+                parts.append(f"{v.metric} {v.mde * 100:.1f}% ({source})")
+                if v.threshold.endswith("%"):
+                    try:
+                        below = float(v.threshold[:-1]) / 100.0 < v.mde
+                    except ValueError:
+                        below = False
+                    if below:
+                        warns.append(f"WARNING {record.variant.id} {v.metric}: threshold {v.threshold} is below what "
+                                     f"this baseline can resolve (≈ {v.mde * 100:.0f}%): use --llmeff-ab or store "
+                                     "more runs")
+            elif v.history_runs:
+                parts.append(f"{v.metric} unknown (1 stored session)")
+        if parts:
+            lines.append(f"minimum detectable effect (90% power) {record.variant.id}: {', '.join(parts)}")
+        lines += warns
+    return lines
+
+
 def lockstep_pair(base: "Run", current: "Run") -> bool:
     """True when the two runs are the two sides of one ``--llmeff-interleave`` pair."""
     b, c = base.interleave or {}, current.interleave or {}
@@ -85,7 +133,8 @@ class Baseline:
 
     def __init__(self, thresholds: Optional[Mapping[str, "Threshold"]] = None, alpha: float = 0.01,
                  stored: Optional["Run"] = None, name: Optional[str] = None, note: Optional[str] = None,
-                 turnstile: Optional["Turnstile"] = None):
+                 turnstile: Optional["Turnstile"] = None, history: Optional[Sequence["Run"]] = None,
+                 history_skipped: Sequence[str] = ()):
         self.thresholds = dict(thresholds or {})
         self.alpha = alpha
         self.stored = stored
@@ -93,6 +142,13 @@ class Baseline:
         self.note = note
         self.turnstile = turnstile
         self._index = {(r.nodeid, r.name): r for r in stored.benchmarks} if stored is not None else {}
+        # the stored sessions judged against (drift.py): the baseline first, then older stored runs
+        self.history: list["Run"] = list(history) if history else ([stored] if stored is not None else [])
+        self.history_skipped = list(history_skipped)
+        self._sessions: dict[tuple[str, str], list["BenchmarkRecord"]] = {}
+        for run in self.history:
+            for r in run.benchmarks:
+                self._sessions.setdefault((r.nodeid, r.name), []).append(r)
         self._planned: Optional[dict[str, tuple[str, ...]]] = None  # collected nodeid -> its gated metrics
         self.tested = 0  # tested comparisons made so far (verdicts with a p-value or an inconclusive test)
         self.direct = 0  # comparisons judged directly (figures measured once per variant)
@@ -185,7 +241,9 @@ class Baseline:
                 return cls(thresholds, options.alpha, note=f"no stored run in {storage.root} to compare with yet")
         else:
             path = storage.resolve(name)
-        return cls(thresholds, options.alpha, stored=storage.load(path), name=str(path))
+        runs, skipped = storage.history(path, options.compare_history)
+        return cls(thresholds, options.alpha, stored=runs[0], name=str(path), history=runs,
+                   history_skipped=skipped)
 
     @property
     def lockstep_role(self) -> Optional[str]:
@@ -213,7 +271,8 @@ class Baseline:
             from pytest_llmeff.gate import DIRECT
 
             budget = self.budget(thresholds)
-            for v in verdicts(base, record, thresholds, budget.level, paired):
+            sessions = None if paired else self._sessions.get((record.nodeid, record.name))
+            for v in verdicts(base, record, thresholds, budget.level, paired, sessions):
                 vr = VerdictRecord.from_verdict(v)
                 if v.status == "not-measured":
                     self.not_measured += 1
@@ -265,10 +324,16 @@ class Baseline:
         if budget:
             lines.append(budget)
         if self.stored is None or current is None:
-            return lines
+            return lines + (resolution_lines(current.benchmarks) if current is not None else [])
         from pytest_llmeff.storage import match_benchmarks, mismatch_warnings
 
-        lines.append(f"compared with {self.name}")
+        k = len(self.history)
+        lines.append(f"compared with {self.name}" + (f" and the {k - 1} stored run{'s' if k != 2 else ''} before "
+                                                     f"it (the spread between sessions)" if k > 1 else
+                                                     " alone: one stored session, so a change cannot be told from "
+                                                     "drift between sessions (store more runs, or use --llmeff-ab)"))
+        lines += [f"history: skipped {line}" for line in self.history_skipped]
+        lines += resolution_lines(current.benchmarks)
         lines += matching_lines(match_benchmarks(self.stored, current))
         lines += [f"WARNING {w}" for w in mismatch_warnings(self.stored, current)]
         return lines

@@ -8,6 +8,7 @@
     llmeff history [--storage DIR] [--benchmark NAME_OR_NODEID] [--metric METRIC] [--machine FP] [--penalty B]
                                           the series of one benchmark's metric over the stored runs of one machine,
                                           with change points (needs the ``history`` extra: ruptures)
+    llmeff merge RUN... -o MERGED [--force]  combine shard runs (--llmeff-shard) into one run (merge.py)
     llmeff schema [--write]               print (or rewrite the shipped copy of) the JSON Schema
 
 Exit status: 0 done, 1 a regression (compare) or nothing to list (list), 2 a usage error: a bad option value or
@@ -25,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional
 
-from pytest_llmeff.config import DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
+from pytest_llmeff.config import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 from pytest_llmeff.errors import LlmeffError, StorageError
-from pytest_llmeff.results import SCHEMA_FILE, atomic_write_text, read_run, schema_text, shown_path
+from pytest_llmeff.results import SCHEMA_FILE, VerdictRecord, atomic_write_text, read_run, schema_text, shown_path
 
 PROG = "llmeff"
 DEFAULT_FAIL = "throughput_tok_s:5%,ttft_s:10%"
@@ -62,6 +63,18 @@ def _open_range(low: float, high: float, allowed: str):
 
 
 _alpha = _open_range(0, 1, "give a probability between 0 and 1, exclusive (e.g. 0.01)")
+
+
+def _history_count(text: str) -> int:
+    """``--history N``: a whole number >= 1; otherwise argparse's one-line error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give N >= 1 (1: the baseline alone)") \
+            from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; give N >= 1 (1: the baseline alone)")
+    return value
 
 
 def _thresholds(text: str):
@@ -100,19 +113,23 @@ def _renamed_line(old, new) -> str:
             "baseline)")
 
 
-def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) -> int:
+def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float, history: int = 1,
+             storage: str = DEFAULT_STORAGE) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.baseline import tested_count, verdicts
+    from pytest_llmeff.baseline import lockstep_pair, resolution_lines, tested_count, verdicts
     from pytest_llmeff.gate import FamilyBudget
     from pytest_llmeff.interleave import rounds_pair
-    from pytest_llmeff.storage import match_benchmarks, mismatch_warnings
+    from pytest_llmeff.storage import Storage, match_benchmarks, mismatch_warnings
 
-    base, current = read_run(Path(base_path)), read_run(Path(current_path))  # StorageError: main() says it
+    current = read_run(Path(current_path))  # StorageError: main() says it
+    # the stored-baseline gate learns the spread between sessions from the runs stored before BASE (drift.py)
+    sessions_runs, skipped = Storage(Path(storage).expanduser()).history(Path(base_path), history)
+    base = sessions_runs[0]
+    for line in skipped:
+        print(f"{PROG}: history: skipped {line}", file=sys.stderr)
     matching = match_benchmarks(base, current)
-    # the two sides of one lockstep pair (--llmeff-interleave): rounds compare pair by pair
-    lockstep = bool(base.interleave and current.interleave and base.interleave.get("dir") ==
-                    current.interleave.get("dir") and base.interleave.get("role") != current.interleave.get("role"))
+    lockstep = lockstep_pair(base, current)  # the two sides of one lockstep pair: rounds compare pair by pair
     # --alpha is the false-alarm budget of the whole comparison: Bonferroni over its tested comparisons
     m = sum(tested_count(t for t in thresholds if t in old.metrics and t in new.metrics)
             for old, new in matching.pairs)
@@ -120,7 +137,10 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) 
     rows, regressed = [], 0
     for old, new in matching.pairs:
         paired = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics and rounds_pair(old, new))
-        for v in verdicts(old, new, thresholds, budget.level, paired):
+        sessions = [r for run in sessions_runs for r in run.benchmarks if (r.nodeid, r.name) == (old.nodeid, old.name)]
+        judged = verdicts(old, new, thresholds, budget.level, paired, None if paired else sessions)
+        new.verdicts = [VerdictRecord.from_verdict(v) for v in judged]
+        for v in judged:
             regressed += v.status == "regressed"
             rows.append([new.nodeid, v.metric, "-" if v.baseline_median is None else f"{v.baseline_median:.4g}",
                          "-" if v.current_median is None else f"{v.current_median:.4g}",
@@ -136,6 +156,11 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float) 
         print(f"missing (in the baseline only): {rec.nodeid}")
     for w in mismatch_warnings(base, current):
         print(f"WARNING {w}")
+    k = len(sessions_runs)
+    print(f"baseline: {shown_path(Path(base_path))}" + (f" and the {k - 1} stored run{'s' if k != 2 else ''} before "
+                                                      "it (the spread between sessions)" if k > 1 else " alone"))
+    for line in resolution_lines(current.benchmarks):
+        print(line)
     print(f"false-alarm budget: {budget.describe()}")
     return 1 if regressed else 0
 
@@ -215,7 +240,13 @@ def _parser() -> _Parser:
     cmp.add_argument("current")
     cmp.add_argument("--fail", default=DEFAULT_FAIL, type=_thresholds,
                      help=f"thresholds, as --llmeff-compare-fail (default {DEFAULT_FAIL.replace('%', '%%')})")
-    cmp.add_argument("--alpha", type=_alpha, default=0.01, help="significance level, 0 < P < 1 (default 0.01)")
+    cmp.add_argument("--alpha", type=_alpha, default=0.01,
+                     help="chance of any false 'regressed' in the whole comparison, 0 < P < 1 (default 0.01)")
+    cmp.add_argument("--history", type=_history_count, default=DEFAULT_COMPARE_HISTORY, metavar="N",
+                     help=f"judge against BASE and the runs stored before it in its machine folder under --storage, "
+                          f"N in all (default {DEFAULT_COMPARE_HISTORY}; 1: BASE alone)")
+    cmp.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
+                     help=f"storage root that BASE's history is looked up in (default {DEFAULT_STORAGE})")
     hist = sub.add_parser("history", help="one benchmark's metric over the stored runs, with change points")
     hist.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
                       help=f"storage root, one folder per machine (default {DEFAULT_STORAGE})")
@@ -226,6 +257,11 @@ def _parser() -> _Parser:
                       help="the machine folder under DIR (default: this machine's, or the only one)")
     hist.add_argument("--penalty", type=_penalty, default=3.0,
                       help="change point penalty multiplier (default 3; see pytest_llmeff/history.py)")
+    mrg = sub.add_parser("merge", help="combine the shard runs of one collection into one run")
+    mrg.add_argument("paths", nargs="+", metavar="RUN")
+    mrg.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="the merged run file")
+    mrg.add_argument("--force", action="store_true",
+                     help="merge runs of different collections, splits or commits (never overlapping ones)")
     schema = sub.add_parser("schema", help="print the JSON Schema of run files")
     schema.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_FILE.name} in the package")
     return parser
@@ -239,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return _list(args.directory)
         if args.command == "compare":
-            return _compare(args.base, args.current, args.fail, args.alpha)
+            return _compare(args.base, args.current, args.fail, args.alpha, args.history, args.storage)
+        if args.command == "merge":
+            from pytest_llmeff.merge import write_merged
+
+            return write_merged(args.paths, args.output, args.force)
         if args.command == "history":
             return _history(args.storage, args.benchmark, args.metric, args.machine, args.penalty)
         if args.write:

@@ -23,6 +23,7 @@ DEFAULT_ROUNDS = 5  # rounds of tools that time a fixed count (benchmarks/overhe
 DEFAULT_WARMUP = 1
 DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: enough pairs for a paired test at alpha 0.01 (see README)
 LLMEFF_DIR = ".llmeff"  # everything the plugin writes by default lives under this folder
+DEFAULT_COMPARE_HISTORY = 10  # stored runs the stored-baseline gate learns the spread between sessions from
 DEFAULT_STORAGE = ".llmeff/baselines"  # stored runs, one folder per machine fingerprint
 DEFAULT_RESULTS_DIR = ".llmeff/runs"  # the per-session results files (never a stored baseline)
 CACHE_ENV = "LLMEFF_CACHE_DIR"
@@ -91,9 +92,14 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
     ("--llmeff-compare-fail", "llmeff_compare_fail", "string",
      "fail a test whose metric regressed: METRIC:N% or METRIC:N<unit>, comma separated, e.g. "
      "throughput_tok_s:5%,ttft_s:10%,peak_mem_bytes:64MB", {"metavar": "SPEC"}),
+    ("--llmeff-compare-history", "llmeff_compare_history", "string",
+     f"stored-baseline gate: judge against the medians of the last N stored runs of this machine (the baseline "
+     f"and the N-1 stored before it), so the spread between sessions is known (default "
+     f"{DEFAULT_COMPARE_HISTORY}; 1: the baseline alone, which can only be inconclusive about a change)",
+     {"metavar": "N"}),
     ("--llmeff-alpha", "llmeff_alpha", "string",
-     "significance level of the one-sided test of a regression (Mann-Whitney U; Wilcoxon signed-rank on "
-     "interleaved rounds) (default 0.01)", {"metavar": "P"}),
+     "the chance of any false 'regressed' in the whole run, split over its tested comparisons (Bonferroni) "
+     "(default 0.01)", {"metavar": "P"}),
     ("--llmeff-interleave", "llmeff_interleave", "string",
      "lockstep A/B: take turns round by round with another pytest run given the same DIR (one --llmeff-role="
      "baseline, one candidate); the candidate is judged against the baseline pair by pair", {"metavar": "DIR"}),
@@ -183,6 +189,7 @@ class LlmeffConfig:
     autosave: bool = False
     compare: Optional[str] = None
     compare_fail: Optional[str] = None
+    compare_history: int = DEFAULT_COMPARE_HISTORY  # stored runs judged against (drift.py); 1: the baseline only
     alpha: float = 0.01
     markdown: Optional[Path] = None
     csv: Optional[Path] = None
@@ -374,6 +381,7 @@ def resolve(pytest_config) -> LlmeffConfig:
         raise UsageProblem(f"--llmeff-alpha={alpha:g} is not allowed; give a probability between 0 and 1 (e.g. 0.01)")
     compare = text("llmeff_compare")
     compare_fail = text("llmeff_compare_fail")
+    history = _int_value("--llmeff-compare-history", text("llmeff_compare_history"), minimum=1)
     interleave, role = text("llmeff_interleave"), text("llmeff_role")
     roles = ("baseline", "candidate")
     if role is not None and role not in roles:
@@ -443,6 +451,7 @@ def resolve(pytest_config) -> LlmeffConfig:
         powercap_root=text("llmeff_powercap_root") or "/sys/class/powercap",
         storage=Path(os.path.expanduser(text("llmeff_storage") or DEFAULT_STORAGE)),
         save=text("llmeff_save"), autosave=flag("llmeff_autosave"), compare=compare, compare_fail=compare_fail,
+        compare_history=history if history is not None else DEFAULT_COMPARE_HISTORY,
         alpha=alpha if alpha is not None else 0.01,
         markdown=Path(paths["llmeff_markdown"]) if paths["llmeff_markdown"] else None,
         csv=Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,

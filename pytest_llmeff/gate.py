@@ -141,6 +141,9 @@ class Verdict:
     alpha: float = 0.01  # the level p_value was held against (per comparison, after the run's correction)
     test: str = "one-sided Mann-Whitney U"  # or the paired Wilcoxon test for lockstep rounds, or DIRECT
     correction: str = ""  # how ``alpha`` came from the run's --llmeff-alpha (see FamilyBudget.describe)
+    mde: Optional[float] = None  # smallest worsening (fraction) caught 90% of the time at ``alpha`` (drift.py)
+    history_runs: int = 0  # stored sessions the verdict was judged against (0: not a stored-baseline verdict)
+    spread_rel: Optional[float] = None  # spread of the stored sessions' medians, as a fraction (drift.py)
 
 
 def units_for(spec: MetricSpec) -> dict[str, float]:
@@ -379,7 +382,7 @@ def compare(metric_name: str, baseline_samples: Sequence[float], current_samples
                   f"(use >= {min_rounds_for_alpha(alpha)} rounds)")
     short = (f"{len(base)} baseline and {len(cur)} current samples; need at least {min_samples} each"
              if not enough else None)
-    return _decide(spec, threshold, alpha, base, cur, base_med, cur_med, change, worse_abs, p_worse, p_better,
+    return decide(spec, threshold, alpha, base, cur, base_med, cur_med, change, worse_abs, p_worse, p_better,
                    cannot, short, MANN_WHITNEY)
 
 
@@ -432,11 +435,11 @@ def compare_paired(metric_name: str, baseline_samples: Sequence[float], current_
     if enough and min_exact_p_paired(len(base)) >= alpha:
         cannot = f"; {len(base)} pairs cannot reach p < {alpha:g} (use >= {min_pairs_for_alpha(alpha)} rounds)"
     short = f"{len(base)} paired rounds; need at least {min_samples}" if not enough else None
-    return _decide(spec, threshold, alpha, base, cur, base_med, cur_med, change, worse_abs, p_worse, p_better,
+    return decide(spec, threshold, alpha, base, cur, base_med, cur_med, change, worse_abs, p_worse, p_better,
                    cannot, short, WILCOXON_PAIRED)
 
 
-def _decide(spec: MetricSpec, threshold: Threshold, alpha: float, base: list[float], cur: list[float],
+def decide(spec: MetricSpec, threshold: Threshold, alpha: float, base: list[float], cur: list[float],
             base_med: Optional[float], cur_med: Optional[float], change: Optional[float],
             diff: Optional[float], p_worse: Optional[float], p_better: Optional[float], cannot: str,
             short: Optional[str], test: str) -> Verdict:

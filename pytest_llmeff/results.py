@@ -134,6 +134,11 @@ class VariantRecord(BaseModel):
     trust_remote_code: bool = False
 
 
+def _finite(value: Optional[float]) -> Optional[float]:
+    """``value`` when it is a finite number; None otherwise (JSON has no inf/nan)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 class VerdictRecord(BaseModel):
     """One metric compared with the baseline (see gate.py): status ok | improved | near-miss | regressed |
     inconclusive | not-measured (a gated metric one side did not measure); medians in the metric's unit;
@@ -143,7 +148,13 @@ class VerdictRecord(BaseModel):
 
     The run's false-alarm budget (optional, schema 1.1): ``alpha`` the per-comparison level the p-value was held
     against, ``alpha_run`` the chance of any false regression in the whole run (``--llmeff-alpha``),
-    ``comparisons`` the m it was split over, ``correction`` the words for it."""
+    ``comparisons`` the m it was split over, ``correction`` the words for it.
+
+    What the comparison could resolve (optional, schema 1.1): ``mde`` the minimum detectable effect, the smallest
+    worsening (a fraction: 0.12 = 12% worse) caught with 90% probability at ``alpha`` (None: unknown, e.g. one
+    stored session); ``history_runs`` how many stored sessions the verdict was judged against (stored-baseline
+    gate; the test is then the prediction test over their medians when >= 2, see drift.py); ``spread_rel`` the
+    spread between those sessions' medians, as a fraction."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -160,6 +171,9 @@ class VerdictRecord(BaseModel):
     alpha_run: Optional[float] = None
     comparisons: Optional[int] = None
     correction: Optional[str] = None
+    mde: Optional[float] = None
+    history_runs: Optional[int] = None
+    spread_rel: Optional[float] = None
 
     @classmethod
     def from_verdict(cls, verdict) -> "VerdictRecord":
@@ -169,7 +183,9 @@ class VerdictRecord(BaseModel):
             change = None
         return cls(metric=verdict.metric, status=verdict.status, baseline_median=verdict.baseline_median,
                    current_median=verdict.current_median, change=change, p_value=verdict.p_value,
-                   threshold=verdict.threshold, message=verdict.message, test=verdict.test or None)
+                   threshold=verdict.threshold, message=verdict.message, test=verdict.test or None,
+                   mde=_finite(verdict.mde), history_runs=verdict.history_runs or None,
+                   spread_rel=_finite(verdict.spread_rel))
 
 
 class LimitRecord(BaseModel):

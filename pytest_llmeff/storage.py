@@ -240,6 +240,33 @@ class Storage:
         raise StorageError(f"no stored run {text!r} under {self.root}; available (newest first): "
                            f"{_listing(available)}")
 
+    def history(self, path: Path, count: int) -> tuple[list[Run], list[str]]:
+        """The stored runs a stored-baseline comparison learns the spread between sessions from: ``path`` (the
+        baseline) and the runs stored before it in the same fingerprint folder under this root, at most
+        ``count`` in all, newest first, the baseline first. A baseline outside the storage root has no history
+        (just itself). Returns (runs, skipped): unreadable history files are skipped, one line each saying why;
+        the baseline itself must read (StorageError)."""
+        baseline = load_run(path)
+        runs, skipped = [baseline], []
+        try:
+            folder = path.resolve().parent
+            inside = folder.parent == self.root.resolve()
+        except OSError:
+            inside = False
+        if not inside or count <= 1:
+            return runs, skipped
+        ordered = sorted(_json_files(folder), key=_age_key)
+        own = [p for p in ordered if p.resolve() == path.resolve()]
+        earlier = ordered[:ordered.index(own[0])] if own else []
+        for older in reversed(earlier):
+            if len(runs) >= count:
+                break
+            try:
+                runs.append(load_run(older))
+            except StorageError as exc:
+                skipped.append(str(getattr(exc, "problem", exc)))
+        return runs, skipped
+
     def load(self, name_or_path: Union[str, Path]) -> Run:
         """``resolve`` then read the run; any unreadable file becomes a one-line StorageError."""
         return load_run(self.resolve(name_or_path))

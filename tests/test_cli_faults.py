@@ -158,14 +158,30 @@ def test_compare_reports_renamed_benchmarks(tmp_path, capsys):
 
 
 def test_compare_still_judges_and_lists_new_and_missing(tmp_path, capsys):
-    base = write_run(make_run(), tmp_path / "base.json")
+    folder = tmp_path / "store" / "machine"  # BASE in a storage folder, after two stored runs: a history of 3
+    write_run(make_run(tps=(99.0, 100.0, 98.0, 99.5, 98.5)), folder / "0001_abc_20260101T000000Z.json")
+    write_run(make_run(tps=(101.0, 102.0, 100.0, 101.5, 100.5)), folder / "0002_abc_20260101T000001Z.json")
+    base = write_run(make_run(), folder / "0003_abc_20260101T000002Z.json")
     slow = make_run(tps=(70.0, 71.0, 69.0, 70.5, 69.5))
     slow.benchmarks.append(make_run(nodeid="bench/test_gen.py::test_other[m-fp32-b4]").benchmarks[0])
     current = write_run(slow, tmp_path / "slow.json")
-    assert cli.main(["compare", str(base), str(current), "--fail", "throughput_tok_s:5%"]) == 1
+    args = ["compare", str(base), str(current), "--fail", "throughput_tok_s:5%", "--storage", str(tmp_path / "store")]
+    assert cli.main(args) == 1
     out = capsys.readouterr().out
     assert "regressed" in out and "-30.0%" in out
     assert "new (no baseline): bench/test_gen.py::test_other[m-fp32-b4]" in out.splitlines()
+    assert "and the 2 stored runs before it" in out
+
+
+@pytest.mark.parametrize("history, message", [("0", "0 is not allowed; give N >= 1"),
+                                              ("x", "'x' is not a whole number; give N >= 1")])
+def test_compare_history_must_be_a_whole_number(tmp_path, capsys, history, message):
+    base = write_run(make_run(), tmp_path / "base.json")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compare", str(base), str(base), "--history", history])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 # ---- list -------------------------------------------------------------------------------------------------------

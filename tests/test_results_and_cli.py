@@ -136,16 +136,24 @@ def test_cli_compare_gives_verdicts_and_exit_1_on_a_regression(tmp_path, capsys)
         return Run(started_at="2026-01-01", finished_at="2026-01-01", machine={"cpu": "x", "os": "y", "python": "3"},
                    versions={}, commit={"id": "abc"}, benchmarks=[_record("float32", tps)])
 
-    write_run(run_with([100.0, 101.0, 99.0, 100.5, 99.5]), tmp_path / "base.json")
+    store = tmp_path / "store"
+    for i, tps in enumerate(([99.0, 100.0, 98.0, 99.5, 98.5], [101.5, 102.0, 100.0, 101.0, 100.5],
+                             [100.0, 101.0, 99.0, 100.5, 99.5]), 1):
+        write_run(run_with(tps), store / "machine" / f"000{i}_abc_2026010{i}T000000Z.json")
+    base = str(store / "machine" / "0003_abc_20260103T000000Z.json")
     write_run(run_with([70.0, 71.0, 69.0, 70.5, 69.5]), tmp_path / "slow.json")
     write_run(run_with([100.2, 100.9, 99.1, 100.4, 99.6]), tmp_path / "same.json")
-    assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "slow.json"),
-                     "--fail", "throughput_tok_s:5%"]) == 1
+    gate = ["--fail", "throughput_tok_s:5%", "--storage", str(store)]
+    assert cli.main(["compare", base, str(tmp_path / "slow.json"), *gate]) == 1
     out = capsys.readouterr().out
-    assert "regressed" in out and "-30.0%" in out
-    assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "same.json"),
-                     "--fail", "throughput_tok_s:5%"]) == 0
-    assert cli.main(["compare", str(tmp_path / "base.json"), str(tmp_path / "nope.json")]) == 2
+    assert "regressed" in out and "-30.0%" in out and "t prediction test over stored session medians" in out
+    assert "minimum detectable effect (90% power) m-float32-b1: throughput_tok_s" in out
+    assert cli.main(["compare", base, str(tmp_path / "same.json"), *gate]) == 0
+    # BASE alone (--history 1): the drift between sessions is unknown, so the drop is inconclusive, not a failure
+    assert cli.main(["compare", base, str(tmp_path / "slow.json"), *gate, "--history", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "inconclusive" in out and "regressed" not in out.replace("inconclusive", "")
+    assert cli.main(["compare", base, str(tmp_path / "nope.json")]) == 2
 
 
 def test_the_readme_metric_table_is_the_metric_table():
@@ -171,9 +179,14 @@ def test_cli_compare_spends_alpha_over_the_whole_comparison_and_judges_fixed_fig
 
     quick = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1]
     slow = [90.0, 91.0, 89.0, 90.5, 89.5, 90.2, 89.8, 90.1]  # -10%: Mann-Whitney 8 vs 8 gives p = 1/12870
-    base = write_run(run({"float32": quick, "bfloat16": quick, "float16": quick}, 1.0), tmp_path / "base.json")
+    folder = tmp_path / "store" / "machine"  # BASE after two stored runs, so throughput can be judged
+    for i, factor in enumerate((1.005, 0.995, 1.0), 1):
+        scaled = [v * factor for v in quick]
+        base = write_run(run({"float32": scaled, "bfloat16": scaled, "float16": scaled}, 1.0),
+                         folder / f"000{i}_abc_2026010{i}T000000Z.json")
     cur = write_run(run({"float32": slow, "bfloat16": quick, "float16": quick}, 0.3), tmp_path / "cur.json")
-    rc = cli.main(["compare", str(base), str(cur), "--fail", "throughput_tok_s:5%,token_agreement:5%"])
+    rc = cli.main(["compare", str(base), str(cur), "--fail", "throughput_tok_s:5%,token_agreement:5%",
+                   "--storage", str(tmp_path / "store")])
     out = capsys.readouterr().out
     assert rc == 1
     # 3 benchmarks x 1 tested metric: alpha 0.01 / 3 each; token_agreement is judged directly (no test, no budget)

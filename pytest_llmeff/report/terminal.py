@@ -283,7 +283,7 @@ def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = No
     legend = legend_lines(records, target_ci_pct)
     if any(r.verdicts or r.limits for r in records):
         legend.append("vs baseline: + improved, ~ near-miss, ! regressed or limit failed, ? inconclusive "
-                      "(too few rounds)")
+                      "(too little evidence: too few rounds, or one stored session)")
     energy_methods = sorted({r.energy.method for r in records if r.energy is not None})
     if energy_methods:
         legend.append("energy: " + "; ".join(energy_methods))
