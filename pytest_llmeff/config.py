@@ -66,6 +66,10 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      {"metavar": "DIR"}),
     ("--llmeff-no-reorder", "llmeff_no_reorder", "bool",
      "keep pytest's test order instead of grouping each variant's tests together", {"action": "store_true"}),
+    ("--llmeff-threads", "llmeff_threads", "string",
+     "threads every engine computes with (torch, llama.cpp, CTranslate2, ONNX Runtime GenAI), recorded in the "
+     "run (default: what torch uses, i.e. the cores available unless OMP_NUM_THREADS says otherwise)",
+     {"metavar": "N"}),
     ("--llmeff-trust-remote-code", "llmeff_trust_remote_code", "bool",
      "allow models to run their own Python code (transformers trust_remote_code) for every variant; "
      "off by default, also settable per test with trust_remote_code=True on the marker", {"action": "store_true"}),
@@ -209,6 +213,7 @@ class LlmeffConfig:
     shard: Optional[ShardSpec] = None  # --llmeff-shard: this session runs one shard of the collection
     shard_costs: Optional[str] = None  # --llmeff-shard-costs: the run whose times balance the shards
     log_json: Optional[Path] = None  # --llmeff-log-json: the event log, one JSON object per line
+    threads: Optional[int] = None  # --llmeff-threads: every engine's thread count (None: what torch uses)
 
     @property
     def target_ci_pct(self) -> float:
@@ -462,4 +467,5 @@ def resolve(pytest_config) -> LlmeffConfig:
         html=Path(html) if html else None, pareto=pareto, score_weights=weights,
         shard=shard, shard_costs=shard_costs,
         log_json=Path(os.path.expanduser(text("llmeff_log_json"))) if text("llmeff_log_json") else None,
+        threads=_int_value("--llmeff-threads", text("llmeff_threads"), 1),
     )
