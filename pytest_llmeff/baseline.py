@@ -7,6 +7,7 @@ renamed, new and missing benchmarks. Pure logic over ``results`` models; no pyte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
@@ -114,6 +115,53 @@ def lockstep_pair(base: "Run", current: "Run") -> bool:
     """True when the two runs are the two sides of one ``--llmeff-interleave`` pair."""
     b, c = base.interleave or {}, current.interleave or {}
     return bool(b and c and b.get("dir") == c.get("dir") and b.get("role") != c.get("role"))
+
+
+@dataclass
+class RunComparison:
+    """One run judged against a stored one (``llmeff compare``, ``llmeff report --baseline``): ``base`` the run at
+    BASE, ``sessions`` how many stored runs were judged against (BASE and those stored before it), ``skipped``
+    the unreadable ones, ``matching`` the benchmarks paired by name, ``budget`` the false-alarm budget split over
+    the tested comparisons, ``judged`` each current record with its ``gate.Verdict`` list (the record's
+    ``verdicts`` are set to them too)."""
+
+    base: "Run"
+    sessions: int
+    skipped: list
+    matching: "Matching"
+    budget: object
+    judged: list
+
+
+def compare_runs(base_path, current: "Run", thresholds: Mapping[str, "Threshold"], alpha: float, history: int,
+                 storage) -> RunComparison:
+    """Judge ``current`` against the run file ``base_path`` and the ``history - 1`` runs stored before it in its
+    machine folder under ``storage`` (a ``StorageError`` for an unreadable BASE). ``alpha`` is the whole
+    comparison's false-alarm budget (Bonferroni over its tested comparisons); the two sides of one lockstep pair
+    compare round by round."""
+    from pathlib import Path
+
+    from pytest_llmeff.gate import FamilyBudget
+    from pytest_llmeff.interleave import rounds_pair
+    from pytest_llmeff.results import VerdictRecord
+    from pytest_llmeff.storage import Storage, match_benchmarks
+
+    # the stored-baseline gate learns the spread between sessions from the runs stored before BASE (drift.py)
+    sessions_runs, skipped = Storage(Path(storage).expanduser()).history(Path(base_path), history)
+    base = sessions_runs[0]
+    matching = match_benchmarks(base, current)
+    lockstep = lockstep_pair(base, current)  # the two sides of one lockstep pair: rounds compare pair by pair
+    m = sum(tested_count(t for t in thresholds if t in old.metrics and t in new.metrics)
+            for old, new in matching.pairs)
+    budget = FamilyBudget(alpha, max(1, m))
+    judged = []
+    for old, new in matching.pairs:
+        paired = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics and rounds_pair(old, new))
+        sessions = [r for run in sessions_runs for r in run.benchmarks if (r.nodeid, r.name) == (old.nodeid, old.name)]
+        found = verdicts(old, new, thresholds, budget.level, paired, None if paired else sessions)
+        new.verdicts = [VerdictRecord.from_verdict(v) for v in found]
+        judged.append((new, found))
+    return RunComparison(base, len(sessions_runs), skipped, matching, budget, judged)
 
 
 class Baseline:

@@ -28,7 +28,7 @@ from typing import NoReturn, Optional
 
 from pytest_llmeff.config import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 from pytest_llmeff.errors import LlmeffError, StorageError
-from pytest_llmeff.results import SCHEMA_FILE, VerdictRecord, atomic_write_text, read_run, schema_text, shown_path
+from pytest_llmeff.results import SCHEMA_FILE, atomic_write_text, read_run, schema_text, shown_path
 
 PROG = "llmeff"
 DEFAULT_FAIL = "throughput_tok_s:5%,ttft_s:10%"
@@ -117,29 +117,16 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float, 
              storage: str = DEFAULT_STORAGE) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.baseline import lockstep_pair, resolution_lines, tested_count, verdicts
-    from pytest_llmeff.gate import FamilyBudget
-    from pytest_llmeff.interleave import rounds_pair
-    from pytest_llmeff.storage import Storage, match_benchmarks, mismatch_warnings
+    from pytest_llmeff.baseline import compare_runs, resolution_lines
+    from pytest_llmeff.storage import mismatch_warnings
 
     current = read_run(Path(current_path))  # StorageError: main() says it
-    # the stored-baseline gate learns the spread between sessions from the runs stored before BASE (drift.py)
-    sessions_runs, skipped = Storage(Path(storage).expanduser()).history(Path(base_path), history)
-    base = sessions_runs[0]
-    for line in skipped:
+    comparison = compare_runs(base_path, current, thresholds, alpha, history, storage)
+    base, matching, budget = comparison.base, comparison.matching, comparison.budget
+    for line in comparison.skipped:
         print(f"{PROG}: history: skipped {line}", file=sys.stderr)
-    matching = match_benchmarks(base, current)
-    lockstep = lockstep_pair(base, current)  # the two sides of one lockstep pair: rounds compare pair by pair
-    # --alpha is the false-alarm budget of the whole comparison: Bonferroni over its tested comparisons
-    m = sum(tested_count(t for t in thresholds if t in old.metrics and t in new.metrics)
-            for old, new in matching.pairs)
-    budget = FamilyBudget(alpha, max(1, m))
     rows, regressed = [], 0
-    for old, new in matching.pairs:
-        paired = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics and rounds_pair(old, new))
-        sessions = [r for run in sessions_runs for r in run.benchmarks if (r.nodeid, r.name) == (old.nodeid, old.name)]
-        judged = verdicts(old, new, thresholds, budget.level, paired, None if paired else sessions)
-        new.verdicts = [VerdictRecord.from_verdict(v) for v in judged]
+    for new, judged in comparison.judged:
         for v in judged:
             regressed += v.status == "regressed"
             rows.append([new.nodeid, v.metric, "-" if v.baseline_median is None else f"{v.baseline_median:.4g}",
@@ -156,7 +143,7 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float, 
         print(f"missing (in the baseline only): {rec.nodeid}")
     for w in mismatch_warnings(base, current):
         print(f"WARNING {w}")
-    k = len(sessions_runs)
+    k = comparison.sessions
     print(f"baseline: {shown_path(Path(base_path))}" + (f" and the {k - 1} stored run{'s' if k != 2 else ''} before "
                                                       "it (the spread between sessions)" if k > 1 else " alone"))
     for line in resolution_lines(current.benchmarks):
