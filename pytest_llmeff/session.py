@@ -99,7 +99,7 @@ class LlmeffSession:
         if self._models is None:
             from pytest_llmeff.backends.cache import ModelCache
 
-            self._models = ModelCache(self.options.cache_dir, self.progress)
+            self._models = ModelCache(self.options.cache_dir, self.progress, getattr(self.options, "threads", None))
         return self._models
 
     def take_new_loads(self) -> list["LoadEvent"]:

@@ -19,9 +19,11 @@ from pytest_llmeff.variants import Variant
 
 
 class ModelCache:
-    def __init__(self, cache_root: Path, progress: Optional[Callable[[str], None]] = None):
+    def __init__(self, cache_root: Path, progress: Optional[Callable[[str], None]] = None,
+                 threads: Optional[int] = None):
         self.cache_root = Path(cache_root)
         self.progress = progress
+        self.threads = threads  # --llmeff-threads (None: what torch uses)
         self._key: Optional[str] = None
         self._loaded = None
         self._failed: dict[str, str] = {}
@@ -43,10 +45,10 @@ class ModelCache:
         if self._key == key and self._loaded is not None:
             return self._loaded
         self.release()
-        from pytest_llmeff.backends.hf import load
+        from pytest_llmeff.backends.engine import load
 
         try:
-            loaded = load(variant, self.cache_root, self.progress)
+            loaded = load(variant, self.cache_root, self.progress, self.threads)
         except VariantUnsupported as exc:
             self._unsupported[key] = str(exc)
             self._error_class[key] = type(exc)
@@ -65,6 +67,8 @@ class ModelCache:
                     converted_s=loaded.converted_s, model_bytes=getattr(loaded, "model_bytes", None))
         if self.progress:
             what = variant.precision + (f" {variant.quant_label}" if variant.quantization else "")
+            if getattr(variant, "engine", "transformers") != "transformers":
+                what = f"with {variant.engine} ({getattr(loaded, 'engine_type', None) or what})"
             self.progress(f"loaded {variant.model} {what} on {loaded.device} in {loaded.load_s:.2f} s")
         return loaded
 
@@ -74,6 +78,9 @@ class ModelCache:
         Only this cache's reference is dropped: a caller still holding the LoadedModel keeps it alive."""
         if self._loaded is None:
             return
+        close = getattr(self._loaded, "close", None)  # an engine's native model: freed now, not at gc
+        if close is not None:
+            close()
         self._loaded = None
         self._key = None
         release_memory()

@@ -91,6 +91,7 @@ class LoadedModel:
     load_s: float
     converted_s: Optional[float] = None
     eos_ids: list[int] = field(default_factory=list)
+    threads: Optional[int] = None  # torch's thread count when it was loaded (engine.load sets it)
 
     def encode(self, prompts: Sequence[str]):
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
