@@ -1,483 +1,343 @@
-"""How good is the regression gate on this machine? False alarms (A/A) and detection (A/B), measured.
+"""How good is each gate mode on this machine, measured with real pytest sessions of the plugin.
 
-A "session" is one ``pytest_llmeff.runner.run(...)`` of a small real workload with the plugin's default rounds
-and warm-up (``config.DEFAULT_ROUNDS`` / ``DEFAULT_WARMUP``; no energy meter, no FLOPs pass), exactly what one
-benchmark test does. A comparison is two sessions, baseline first, scored by ``gate.compare`` on
-``throughput_tok_s`` and ``ttft_s`` with relative thresholds and alpha:
+Every session here is an ordinary ``python -m pytest`` run of a generated suite, in its own process, exactly as a
+user's CI runs it: one test on the built-in tiny model, expanded over ``batch_size=[1, 2]`` (two benchmarks),
+gated on ``throughput_tok_s`` and ``ttft_s`` with a relative threshold, so a run makes 4 tested comparisons and
+``--llmeff-alpha`` is split over them (Bonferroni). A slowdown is injected by busy-waiting after each generate
+for F x the time it took (compute-like, inside the timed call): throughput drops by F/(1+F) (10% -> 9.1%,
+30% -> 23%); TTFT is not slowed, so detection is scored on throughput only, false alarms on every gated metric.
 
-- A/A: both sessions run the same code. Any "regressed" verdict is a false alarm.
-- A/B: the second session is 10% slower. "regressed" on throughput is a detection.
+Modes (``--modes``, comma separated):
 
-The slowdown is a transformers LogitsProcessor that runs first at every generation step and busy-waits
-(spins on ``perf_counter``, holding the CPU like compute would, not sleeping) for ``--slowdown`` percent of the
-time that step took since the previous step ended (for the first step: since ``generate`` was entered). So
-prefill and every decode step are slowed by the same fraction, TTFT included, and the injected work is inside
-the timed ``generate`` call: latency grows by ~10% (throughput drops by ~9.1%).
+- ``stored``: the stored-baseline gate with 1, 3 and 10 stored runs of history (``--histories``). A pool of
+  unchanged (A) and slowed (B) sessions is run first, each writing its run file; then each A session in turn is
+  the current run and K other A sessions, drawn at random, the stored history (A/A), and each B session is the
+  current run against K A sessions (A/B). The verdicts are made by the plugin's own ``baseline.verdicts`` with
+  the run's Bonferroni level, i.e. what ``--llmeff-compare`` does with ``--llmeff-compare-history=K``. The
+  comparisons are resampled from a finite pool, so they are not independent; the pool size is printed.
+- ``lockstep``: two processes by hand, ``--llmeff-interleave=DIR`` with ``--llmeff-role=baseline`` and
+  ``candidate`` (20 paired rounds), the candidate's own verdicts read from its run file.
+- ``ab``: one command, ``pytest --llmeff-ab=HEAD`` in a git repository whose working tree holds the slowdown
+  (HEAD holds none); the candidate's verdicts read from its run file.
 
-A/A and A/B comparisons are interleaved in time (their order alternates), so that drift of the machine (other
-processes, frequency, caches) hits both kinds alike. The same data are also scored by a plain rule, "median worse
-by more than the threshold", without the significance test, for comparison.
+Scores, each with a 95% Wilson interval: false alarms per run (any ``regressed`` among its 4 comparisons) and
+per comparison (A/A), detection of a 10% and a 30% slowdown (``regressed`` on throughput, per comparison), and
+whether the reported minimum detectable effect is honest: among comparisons whose injected slowdown (as a drop
+in throughput) is at least the MDE the verdict reported, the share caught (target >= 90%).
 
-Workload (default ``--model small``): a random Llama built here (hidden 256, 4 layers, 8 heads / 4 KV heads,
-3.6 M parameters with the tiny model's 1024-token BPE tokenizer; seed 1234), float32 on CPU, batch 1, 8 new
-tokens, fixed length; one generate takes ~45 ms on the idle 2-core development machine (about 6 ms per step, of
-which ~3.5 ms is transformers' per-step overhead, as the 186 k parameter tiny model shows), so that the model's
-compute, not only Python overhead, is timed. ``--model tiny`` uses the built-in 186 k parameter
-``tiny-random-llama`` instead. Everything is built in a temporary directory; nothing is downloaded.
+    python benchmarks/gate_quality.py [--modes stored,lockstep,ab] [--pool-a 30] [--pool-b 12]
+                                      [--runs-aa 30] [--runs-ab 15] [--threshold 5] [--alpha 0.01]
 
-    python benchmarks/gate_quality.py [--comparisons 100] [--rounds 5] [--threshold 5] [--alpha 0.01]
-
-Exit status 0 when both targets are met (A/A false alarms <= 1% on either gated metric, A/B detection on
-throughput >= 95%), 1 otherwise. Rates are printed with 95% Wilson intervals: with 100 comparisons, 0 false
-alarms only bounds the true rate below ~3.7%.
+Targets (issue 11): ``--llmeff-ab`` and lockstep: false alarms per run <= 1/100, detection of 10% >= 95/100.
+Stored baseline: false alarms per comparison <= 2/100 with any history; the MDE honest. The exit status is 0.
+Fewer runs than 100 cannot show "<= 1/100" with 95% confidence; the intervals say how far each figure goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
-import statistics
+import random
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+SUITE = '''
+import pathlib, time, pytest
 
-from pytest_llmeff.config import DEFAULT_INTERLEAVED_ROUNDS, DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
-
-GATED = ("throughput_tok_s", "ttft_s")
-PROMPT = "the ferryman counted the boats on the pier before the river town woke"
-SEED = 1234
-SMALL_LLAMA = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
-                   num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False)
+SLOWDOWN = float(pathlib.Path(__file__).with_name("slowdown.txt").read_text().strip() or 0)
 
 
-# --- the workload ----------------------------------------------------------------------------------------
-def build_model(kind: str, cache_dir: Path):
-    """A LoadedModel: the built-in tiny model, or the small random Llama (tiny model's tokenizer), float32 CPU."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=8, warmup=1, quality=False,
+                            batch_size=[1, 2])
+def test_speed(llm_benchmark, llm_model):
+    if SLOWDOWN:
+        original = llm_model.generate_ids
 
-    from pytest_llmeff.backends.builtin import build_tiny_llama
-    from pytest_llmeff.backends.hf import LoadedModel, _eos_ids, load
-    from pytest_llmeff.marker import expand
-
-    build_tiny_llama(cache_dir)
-    variant = expand({"model": "tiny-random-llama", "device": "cpu"})[0]
-    tiny = load(variant, cache_dir)
-    if kind == "tiny":
-        return tiny
-    tok = tiny.tokenizer
-    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, **SMALL_LLAMA)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = LlamaForCausalLM(config).eval()
-    loaded = LoadedModel(model=model, tokenizer=tok, variant=variant, device="cpu", path=None, load_s=0.0)
-    loaded.eos_ids = _eos_ids(model, tok)
-    return loaded
-
-
-def make_slowdown_processor(fraction: float):
-    """A LogitsProcessor that busy-waits ``fraction`` of each step's duration (``start()`` before generate)."""
-    from transformers import LogitsProcessor
-
-    class BusyWaitSlowdown(LogitsProcessor):
-        def __init__(self):
-            self.step_started_s = time.perf_counter()
-
-        def start(self) -> None:
-            self.step_started_s = time.perf_counter()
-
-        def __call__(self, input_ids, scores):
-            now_s = time.perf_counter()
-            deadline_s = now_s + fraction * (now_s - self.step_started_s)
-            while time.perf_counter() < deadline_s:  # spin: hold the CPU like compute, do not sleep
+        def slowed(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            end = time.perf_counter() + (time.perf_counter() - t0) * SLOWDOWN
+            while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
                 pass
-            self.step_started_s = time.perf_counter()
-            return scores
+            return out
 
-    return BusyWaitSlowdown()
-
-
-class SlowedModel:
-    """``loaded`` with every ``generate_ids`` call slowed by ``fraction`` (busy-wait per step, inside generate)."""
-
-    def __init__(self, loaded, fraction: float):
-        self._loaded = loaded
-        self._fraction = fraction
-
-    def __getattr__(self, name):
-        return getattr(self._loaded, name)
-
-    def generate_ids(self, inputs, max_new_tokens, *, fixed_length=False, logits_processor=None):
-        slow = make_slowdown_processor(self._fraction)
-        slow.start()
-        # first in the list, so the runner's timestamp processor stamps after the injected work
-        return self._loaded.generate_ids(inputs, max_new_tokens, fixed_length=fixed_length,
-                                         logits_processor=[slow] + list(logits_processor or []))
+        llm_model.generate_ids = slowed
+    llm_benchmark()
+'''
+GATED = ("throughput_tok_s", "ttft_s")
+DETECTED_ON = "throughput_tok_s"
 
 
-def session(model, args, after_round=None) -> dict[str, list[float]]:
-    """One benchmark session: the runner's protocol with the given rounds and warm-up; raw samples by metric."""
-    from pytest_llmeff import runner
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (scipy has it on a result object: use that)."""
+    if n == 0:
+        return (0.0, 1.0)
+    from scipy.stats import binomtest
 
-    measured = runner.run(model, [PROMPT], batch_size=args.batch_size, max_new_tokens=args.new_tokens,
-                          rounds=args.rounds, warmup=args.warmup, meter=None, count_flops=False,
-                          after_round=after_round)
-    return measured.samples
-
-
-def plan(comparisons: int) -> list[str]:
-    """The kinds of the comparisons in order: A/A and A/B alternate (pairs in alternating order)."""
-    kinds: list[str] = []
-    for i in range(comparisons):
-        kinds += ["A/A", "A/B"] if i % 2 == 0 else ["A/B", "A/A"]
-    return kinds
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
-def worker(args) -> int:
-    """One side of the lockstep pair (``--worker baseline|candidate``): every session of the plan, taking turns
-    with the other worker round by round through ``pytest_llmeff.interleave.Turnstile`` (what
-    ``--llmeff-interleave`` does in a pytest run). The candidate runs the slowed model in A/B comparisons.
-    Takes turns in ``<dir>/pair`` (which holds the turnstile's files only) and writes one JSON line of samples per
-    session to ``<dir>/<role>.jsonl``."""
-    import json
-
-    from pytest_llmeff.interleave import Turnstile
-
-    directory = Path(args.dir)
-    with tempfile.TemporaryDirectory(prefix=f"llmeff-gate-{args.worker}-") as tmp:
-        model = build_model(args.model, Path(tmp))
-        slowed = SlowedModel(model, args.slowdown / 100.0)
-        turnstile = Turnstile(directory / "pair", args.worker, start_timeout_s=300)
-        turnstile.start()
-        with open(directory / f"{args.worker}.jsonl", "w", encoding="utf-8") as out:
-            for kind in plan(args.comparisons):
-                use = slowed if (kind == "A/B" and args.worker == "candidate") else model
-                samples = session(use, args, after_round=turnstile.step)
-                out.write(json.dumps({"kind": kind, "alone": turnstile.alone,
-                                      "samples": {m: samples[m] for m in GATED + ("latency_s",)}}) + "\n")
-        turnstile.finish()
-    return 0
-
-
-def run_interleaved(args, collected_rounds: int) -> tuple[list["Comparison"], list[float], bool]:
-    """Start the two lockstep workers, wait, and read their sessions back as comparisons (paired)."""
-    import json
-    import subprocess
-
-    with tempfile.TemporaryDirectory(prefix="llmeff-gate-lockstep-") as tmp:
-        common = [sys.executable, __file__, "--dir", tmp, "--comparisons", str(args.comparisons),
-                  "--rounds", str(collected_rounds), "--warmup", str(args.warmup), "--slowdown", str(args.slowdown),
-                  "--model", args.model, "--batch-size", str(args.batch_size), "--new-tokens", str(args.new_tokens)]
-        procs = [subprocess.Popen(common + ["--worker", role]) for role in ("baseline", "candidate")]
-        codes = [proc.wait() for proc in procs]
-        if any(codes):
-            raise SystemExit(f"a lockstep worker failed (exit codes {codes})")
-        sides = [[json.loads(line) for line in (Path(tmp) / f"{role}.jsonl").read_text().splitlines()]
-                 for role in ("baseline", "candidate")]
-    comparisons, latencies, alone = [], [], False
-    for base, cur in zip(*sides):
-        comparisons.append(Comparison(base["kind"], {m: base["samples"][m] for m in GATED},
-                                      {m: cur["samples"][m] for m in GATED}, paired=True))
-        latencies += base["samples"]["latency_s"][:args.rounds]
-        alone = alone or base["alone"] or cur["alone"]
-    return comparisons, latencies, alone
-
-
-# --- scoring ---------------------------------------------------------------------------------------------
-@dataclass
-class Comparison:
-    """One comparison's raw per-round samples of the gated metrics, baseline and current session."""
-
-    kind: str  # "A/A" or "A/B"
-    baseline: dict[str, list[float]]
-    current: dict[str, list[float]]
-    paired: bool = False  # rounds ran in lockstep: scored by gate.compare_paired
+def rate(k: int, n: int) -> str:
+    low, high = wilson(k, n)
+    return f"{k}/{n} = {100 * k / n if n else 0:.1f}% (95% {100 * low:.1f}-{100 * high:.1f}%)"
 
 
 @dataclass
 class Tally:
-    """Outcomes of one kind of comparison (A/A or A/B) for one metric."""
+    """Counts of one mode (and history size)."""
 
-    gate: dict[str, int] = field(default_factory=dict)  # verdict status -> count
-    plain_worse: int = 0  # plain rule: median worse by more than the threshold
-    ratios: list[float] = field(default_factory=list)  # current median / baseline median
-    n: int = 0
+    runs_aa: int = 0
+    runs_aa_alarm: int = 0
+    comps_aa: int = 0
+    comps_aa_alarm: int = 0
+    detect: dict = field(default_factory=dict)  # slowdown -> [caught, comparisons]
+    honest: list = field(default_factory=lambda: [0, 0])  # caught, comparisons with slowdown >= reported MDE
+    mdes: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)  # wall time of one run of this mode
 
-    def add(self, verdict, threshold_fraction: float) -> None:
-        self.n += 1
-        self.gate[verdict.status] = self.gate.get(verdict.status, 0) + 1
-        if verdict.worse_by is not None and verdict.worse_by > threshold_fraction:
-            self.plain_worse += 1
-        if verdict.baseline_median:
-            self.ratios.append(verdict.current_median / verdict.baseline_median)
+    def add_aa(self, verdicts: list[dict]) -> None:
+        tested = [v for v in verdicts if v.get("p_value") is not None or v["status"] == "inconclusive"]
+        self.runs_aa += 1
+        self.runs_aa_alarm += any(v["status"] == "regressed" for v in verdicts)
+        self.comps_aa += len(tested)
+        self.comps_aa_alarm += sum(v["status"] == "regressed" for v in tested)
 
-    def count(self, status: str) -> int:
-        return self.gate.get(status, 0)
+    def add_ab(self, slowdown: float, verdicts: list[dict]) -> None:
+        drop = slowdown / (1 + slowdown)  # the throughput drop the busy-wait causes
+        for v in verdicts:
+            if v["metric"] != DETECTED_ON:
+                continue
+            caught = v["status"] == "regressed"
+            got = self.detect.setdefault(slowdown, [0, 0])
+            got[0] += caught
+            got[1] += 1
+            if v.get("mde") is not None:
+                self.mdes.append(v["mde"])
+                if drop >= v["mde"]:
+                    self.honest[0] += caught
+                    self.honest[1] += 1
 
-
-@dataclass
-class Score:
-    """All comparisons scored with one (rounds, threshold) setting."""
-
-    rounds: int
-    threshold_pct: float
-    tallies: dict[tuple[str, str], Tally]
-    either_regressed: dict[str, int]  # kind -> comparisons with a "regressed" verdict on any gated metric
-    n_per_kind: dict[str, int]
-
-
-def score(comparisons: list[Comparison], rounds: int, threshold_pct: float, alpha: float) -> Score:
-    """Score every comparison on the first ``rounds`` samples of each session with ``gate.compare``."""
-    from pytest_llmeff.gate import compare, compare_paired, parse_thresholds
-
-    thresholds = parse_thresholds(",".join(f"{m}:{threshold_pct:g}%" for m in GATED))
-    tallies = {(kind, m): Tally() for kind in ("A/A", "A/B") for m in GATED}
-    either = {"A/A": 0, "A/B": 0}
-    n_per_kind = {"A/A": 0, "A/B": 0}
-    for c in comparisons:
-        n_per_kind[c.kind] += 1
-        flagged = False
-        for metric in GATED:
-            judge = compare_paired if c.paired else compare
-            verdict = judge(metric, c.baseline[metric][:rounds], c.current[metric][:rounds], thresholds[metric],
-                            alpha=alpha)
-            tallies[(c.kind, metric)].add(verdict, threshold_pct / 100.0)
-            flagged = flagged or verdict.status == "regressed"
-        either[c.kind] += flagged
-    return Score(rounds, threshold_pct, tallies, either, n_per_kind)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    def lines(self, title: str) -> list[str]:
+        out = [f"## {title}",
+               f"false alarms per run (any of {self.comps_aa // max(self.runs_aa, 1)} comparisons): "
+               f"{rate(self.runs_aa_alarm, self.runs_aa)}",
+               f"false alarms per comparison: {rate(self.comps_aa_alarm, self.comps_aa)}"]
+        for slowdown, (caught, n) in sorted(self.detect.items()):
+            out.append(f"detection of a {slowdown * 100:.0f}% slowdown (throughput -{100 * slowdown / (1 + slowdown):.1f}%)"
+                       f": {rate(caught, n)}")
+        if self.mdes:
+            s = sorted(self.mdes)
+            out.append(f"reported MDE (throughput): median {100 * s[len(s) // 2]:.1f}%, range "
+                       f"{100 * s[0]:.1f}-{100 * s[-1]:.1f}%")
+            caught, n = self.honest
+            out.append(f"MDE honesty (caught when the drop >= reported MDE): "
+                       f"{rate(caught, n) if n else 'no comparison had a drop >= its MDE'}")
+        else:
+            out.append("reported MDE (throughput): none (unknown)")
+        if self.seconds:
+            out.append(f"wall time per run: median {sorted(self.seconds)[len(self.seconds) // 2]:.1f} s")
+        return out
 
 
-def _pct(count: int, n: int) -> str:
-    lo, hi = wilson_interval(count, n)
-    return f"{100 * count / n:5.1f}% [{100 * lo:.1f}-{100 * hi:.1f}]" if n else "n/a"
+# --- sessions ---------------------------------------------------------------------------------------------------
+def make_suite(folder: Path, slowdown: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test_gq.py").write_text(SUITE)
+    (folder / "slowdown.txt").write_text(f"{slowdown}\n")
+    (folder / "pytest.ini").write_text("[pytest]\n")
+    return folder
 
 
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+def env_for(cache: Path) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LLMEFF_CACHE_DIR=str(cache))
+    env.pop("PYTEST_ADDOPTS", None)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    return env
 
 
-def targets_met(result: Score) -> tuple[bool, bool]:
-    """(A/A false alarms on either gated metric <= 1%, A/B detection on throughput >= 95%)."""
-    n_aa, n_ab = result.n_per_kind["A/A"], result.n_per_kind["A/B"]
-    false_alarm = result.either_regressed["A/A"] / n_aa
-    detection = result.tallies[("A/B", "throughput_tok_s")].count("regressed") / n_ab
-    return false_alarm <= 0.01, detection >= 0.95
+def pytest_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--llmeff-energy=off", *args]
 
 
-def print_score(result: Score) -> None:
-    n = result.n_per_kind["A/A"]
-    header = (f"{'metric':<18} {'scoring':<22} {'A/A regressed':>22} {'A/A near-miss':>22} "
-              f"{'A/B regressed':>22} {'A/B near-miss':>22}")
-    print(f"rates with 95% Wilson intervals ({result.rounds} rounds, threshold {result.threshold_pct:g}%)")
-    print(header)
-    print("-" * len(header))
-    for metric in GATED:
-        aa, ab = result.tallies[("A/A", metric)], result.tallies[("A/B", metric)]
-        print(f"{metric:<18} {'gate (test + threshold)':<22} {_pct(aa.count('regressed'), aa.n):>22} "
-              f"{_pct(aa.count('near-miss'), aa.n):>22} {_pct(ab.count('regressed'), ab.n):>22} "
-              f"{_pct(ab.count('near-miss'), ab.n):>22}")
-        plain = f"plain median >{result.threshold_pct:g}%"
-        print(f"{'':<18} {plain:<22} {_pct(aa.plain_worse, aa.n):>22} {'':>22} {_pct(ab.plain_worse, ab.n):>22}")
-    print(f"{'either metric':<18} {'gate (test + threshold)':<22} {_pct(result.either_regressed['A/A'], n):>22} "
-          f"{'':>22} {_pct(result.either_regressed['A/B'], n):>22}")
-    print()
-    print("all verdicts (counts):")
-    for (kind, metric), tally in result.tallies.items():
-        counts = ", ".join(f"{s} {tally.count(s)}" for s in ("ok", "near-miss", "regressed", "improved",
-                                                              "inconclusive"))
-        print(f"  {kind} {metric:<17} {counts}")
-    print()
-    print("median ratio current/baseline (1.0 = equal; for throughput < 1 is worse, for ttft > 1 is worse):")
-    for (kind, metric), tally in result.tallies.items():
-        r = tally.ratios
-        print(f"  {kind} {metric:<17} median {statistics.median(r):.3f}, p1 {_quantile(r, 0.01):.3f}, "
-              f"p5 {_quantile(r, 0.05):.3f}, p95 {_quantile(r, 0.95):.3f}, p99 {_quantile(r, 0.99):.3f}")
+def verdicts_of(run_file: Path) -> list[dict]:
+    data = json.loads(run_file.read_text())
+    return [v for b in data["benchmarks"] for v in b.get("verdicts", [])]
 
 
-def print_sweep(comparisons: list[Comparison], rounds_list: list[int], thresholds_pct: list[float],
-                alpha: float) -> list[tuple[int, float]]:
-    """The gate's rates for each (rounds, threshold); returns the settings that meet both targets."""
-    meeting = []
-    print(f"{'rounds':>6} {'threshold':>9} {'A/A false alarms (either)':>27} {'A/A tps':>7} {'A/A ttft':>8} "
-          f"{'A/B detect tps':>22} {'A/B detect ttft':>15}  targets")
-    for rounds in rounds_list:
-        for threshold_pct in thresholds_pct:
-            result = score(comparisons, rounds, threshold_pct, alpha)
-            n_aa, n_ab = result.n_per_kind["A/A"], result.n_per_kind["A/B"]
-            t = result.tallies
-            ok_fa, ok_det = targets_met(result)
-            if ok_fa and ok_det:
-                meeting.append((rounds, threshold_pct))
-            print(f"{rounds:>6} {threshold_pct:>8g}% {_pct(result.either_regressed['A/A'], n_aa):>27} "
-                  f"{100 * t[('A/A', 'throughput_tok_s')].count('regressed') / n_aa:>6.1f}% "
-                  f"{100 * t[('A/A', 'ttft_s')].count('regressed') / n_aa:>7.1f}% "
-                  f"{_pct(t[('A/B', 'throughput_tok_s')].count('regressed'), n_ab):>22} "
-                  f"{100 * t[('A/B', 'ttft_s')].count('regressed') / n_ab:>14.1f}%  "
-                  f"{'met' if ok_fa and ok_det else 'not met'}")
-    return meeting
+def run_session(folder: Path, out: Path, env: dict, args: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(pytest_cmd(f"--llmeff-json={out}", *args), cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=900)
+    if not out.exists():
+        raise RuntimeError(f"session in {folder} wrote no run file (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
+    return time.perf_counter() - t0
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+# --- stored baseline ------------------------------------------------------------------------------------------
+def stored_mode(args, work: Path, env: dict) -> dict[int, Tally]:
+    from pytest_llmeff.baseline import verdicts
+    from pytest_llmeff.gate import FamilyBudget, parse_thresholds
+    from pytest_llmeff.results import read_run
+
+    thresholds = parse_thresholds(",".join(f"{m}:{args.threshold:g}%" for m in GATED))
+    kinds = ["a"] * args.pool_a + [s for s in args.slowdowns for _ in range(args.pool_b)]
+    order = kinds[:]
+    random.Random(1).shuffle(order)  # A and B sessions interleaved in time: drift hits both alike
+    pool: dict[object, list] = {}
+    seconds = []
+    folders = {k: make_suite(work / f"stored-{k}", 0.0 if k == "a" else k) for k in set(kinds)}
+    for i, kind in enumerate(order):
+        out = work / "pool" / f"{i:03d}_{kind}.json"
+        seconds.append(run_session(folders[kind], out, env, ["--llmeff-max-time=3"]))
+        pool.setdefault(kind, []).append(read_run(out))
+        print(f"stored pool: {i + 1}/{len(order)} sessions", file=sys.stderr, flush=True)
+    a_runs = pool["a"]
+    rng = random.Random(2)
+    tallies = {}
+    for k in args.histories:
+        tally = Tally(seconds=seconds)
+        if len(a_runs) < k + 1:
+            continue
+
+        def judge(current, history) -> list[dict]:
+            m = len(current.benchmarks) * len(GATED)
+            level = FamilyBudget(args.alpha, m).level
+            found = []
+            index = {}
+            for run in history:
+                for r in run.benchmarks:
+                    index.setdefault((r.nodeid, r.name), []).append(r)
+            for rec in current.benchmarks:
+                sessions = index.get((rec.nodeid, rec.name))
+                if not sessions:
+                    continue
+                for v in verdicts(sessions[0], rec, thresholds, level, False, sessions):
+                    found.append({"metric": v.metric, "status": v.status, "p_value": v.p_value, "mde": v.mde})
+            return found
+
+        for _ in range(args.resample):
+            for i, current in enumerate(a_runs):
+                others = a_runs[:i] + a_runs[i + 1:]
+                tally.add_aa(judge(current, rng.sample(others, k)))
+            for slowdown in args.slowdowns:
+                for current in pool.get(slowdown, []):
+                    tally.add_ab(slowdown, judge(current, rng.sample(a_runs, k)))
+        tallies[k] = tally
+    return tallies
 
 
-def _float_list(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+# --- lockstep by hand -------------------------------------------------------------------------------------------
+def lockstep_run(work: Path, env: dict, slowdown: float, i: int, gate: list[str]) -> tuple[list[dict], float]:
+    base = make_suite(work / f"ls-{i}" / "base", 0.0)
+    cand = make_suite(work / f"ls-{i}" / "cand", slowdown)
+    shared = work / f"ls-{i}" / "turns"
+    out = work / f"ls-{i}" / "cand.json"
+    t0 = time.perf_counter()
+    partner = subprocess.Popen(pytest_cmd(f"--llmeff-interleave={shared}", "--llmeff-role=baseline",
+                                          f"--llmeff-json={work / f'ls-{i}' / 'base.json'}"),
+                               cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.run(pytest_cmd(f"--llmeff-interleave={shared}", "--llmeff-role=candidate", f"--llmeff-json={out}",
+                                  *gate), cwd=cand, env=env, capture_output=True, timeout=900)
+    finally:
+        partner.wait(timeout=900)
+    return verdicts_of(out), time.perf_counter() - t0
 
 
-def run_sequential(args, collected_rounds: int) -> tuple[list[Comparison], list[float]]:
-    """Comparisons of two sessions run one after the other in this process (the stored-baseline gate)."""
-    session_args = argparse.Namespace(**{**vars(args), "rounds": collected_rounds})
-    comparisons: list[Comparison] = []
-    latencies_s: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="llmeff-gate-quality-") as tmp:
-        model = build_model(args.model, Path(tmp))
-        slowed = SlowedModel(model, args.slowdown / 100.0)
-        for i, kind in enumerate(plan(args.comparisons)):
-            base = session(model, session_args)
-            current = session(slowed if kind == "A/B" else model, session_args)
-            latencies_s += base["latency_s"][:collected_rounds]
-            comparisons.append(Comparison(kind, {m: base[m] for m in GATED}, {m: current[m] for m in GATED}))
-            if (i + 1) % max(1, 2 * args.comparisons // 10) == 0:
-                print(f"  sequential: {i + 1}/{2 * args.comparisons} comparisons", file=sys.stderr, flush=True)
-    return comparisons, latencies_s
+# --- one command ------------------------------------------------------------------------------------------------
+def ab_repo(work: Path) -> Path:
+    repo = make_suite(work / "ab-repo", 0.0)
+    (repo / ".gitignore").write_text(".llmeff/\n__pycache__/\n*.json\n")
+    for cmd in (["init", "-q"], ["config", "user.email", "gq@example.com"], ["config", "user.name", "gq"],
+                ["add", "."], ["commit", "-q", "-m", "no slowdown"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True, capture_output=True)
+    return repo
 
 
-def report(title: str, comparisons: list[Comparison], latencies_s: list[float], rounds: int, collected: int,
-           args, sweep_rounds: Optional[list[int]], sweep_thresholds: Optional[list[float]]) -> bool:
-    """Print one mode's scores; True when both targets are met with ``rounds`` and ``--threshold``."""
-    from pytest_llmeff.gate import min_exact_p, min_exact_p_paired
+def ab_run(repo: Path, env: dict, slowdown: float, i: int, gate: list[str]) -> tuple[list[dict], float]:
+    (repo / "slowdown.txt").write_text(f"{slowdown}\n")  # the candidate's working tree; HEAD holds 0
+    out = repo / f"cand-{i}.json"
+    t0 = time.perf_counter()
+    proc = subprocess.run(pytest_cmd("--llmeff-ab=HEAD", f"--llmeff-json={out}", *gate), cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if not out.exists():
+        raise RuntimeError(f"--llmeff-ab run wrote no run file (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
+    return verdicts_of(out), time.perf_counter() - t0
 
-    paired = comparisons[0].paired
-    n = args.comparisons
-    result = score(comparisons, rounds, args.threshold, args.alpha)
-    test = ("one-sided Wilcoxon signed-rank on paired rounds (gate.compare_paired)" if paired
-            else "one-sided Mann-Whitney U (gate.compare)")
-    smallest = min_exact_p_paired(rounds) if paired else min_exact_p(rounds, rounds)
-    print(f"== {title}: {n} A/A + {n} A/B comparisons, {rounds} rounds per side ==")
-    print(f"gate: {test}, alpha {args.alpha:g}, threshold {args.threshold:g}% on {', '.join(GATED)}; "
-          f"smallest p = {smallest:.4g}")
-    if collected != rounds:
-        print(f"sessions ran {collected} rounds; scored on the first {rounds}")
-    print(f"generate latency median {statistics.median(latencies_s) * 1e3:.1f} ms (baseline side, p10 "
-          f"{_quantile(latencies_s, 0.1) * 1e3:.1f}, p90 {_quantile(latencies_s, 0.9) * 1e3:.1f})")
-    print()
-    print_score(result)
-    print()
-    aa_tps = result.tallies[("A/A", "throughput_tok_s")]
-    ab_tps = result.tallies[("A/B", "throughput_tok_s")]
-    ok_fa, ok_det = targets_met(result)
-    print(f"targets ({title}): A/A false alarms <= 1% (either gated metric): "
-          f"{100 * result.either_regressed['A/A'] / n:.1f}% (throughput alone "
-          f"{100 * aa_tps.count('regressed') / n:.1f}%) -> {'met' if ok_fa else 'NOT met'}; "
-          f"A/B detection on throughput >= 95%: {100 * ab_tps.count('regressed') / n:.1f}% -> "
-          f"{'met' if ok_det else 'NOT met'}")
-    if sweep_rounds or sweep_thresholds:
-        print()
-        print(f"sweep ({title}, alpha {args.alpha:g}; the same sessions scored on their first k rounds):")
-        meeting = print_sweep(comparisons, sorted(set(sweep_rounds or [rounds])),
-                              sorted(set(sweep_thresholds or [args.threshold])), args.alpha)
-        print("settings meeting both targets: " + (", ".join(f"rounds {r}, threshold {t:g}%" for r, t in meeting)
-                                                  or "none"))
-    print()
-    return ok_fa and ok_det
+
+def paired_mode(args, work: Path, env: dict, mode: str) -> Tally:
+    gate = [f"--llmeff-compare-fail={','.join(f'{m}:{args.threshold:g}%' for m in GATED)}",
+            f"--llmeff-alpha={args.alpha:g}"]
+    plan = [0.0] * args.runs_aa + [s for s in args.slowdowns for _ in range(args.runs_ab)]
+    random.Random(3).shuffle(plan)
+    tally = Tally()
+    repo = ab_repo(work) if mode == "ab" else None
+    for i, slowdown in enumerate(plan):
+        if mode == "ab":
+            found, seconds = ab_run(repo, env, slowdown, i, gate)
+        else:
+            found, seconds = lockstep_run(work, env, slowdown, i, gate)
+        tally.seconds.append(seconds)
+        if slowdown == 0.0:
+            tally.add_aa(found)
+        else:
+            tally.add_ab(slowdown, found)
+        print(f"{mode}: {i + 1}/{len(plan)} runs", file=sys.stderr, flush=True)
+    return tally
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) / 100.0 for x in text.split(",") if x.strip()]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("both", "sequential", "interleaved"), default="both",
-                        help="sequential: baseline session, then current session (a stored baseline); "
-                             "interleaved: two processes in lockstep (--llmeff-interleave); default both")
-    parser.add_argument("--comparisons", type=int, default=100, help="A/A comparisons, and as many A/B (default 100)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help=f"timed rounds per session (default: the plugin's, config.DEFAULT_ROUNDS = "
-                             f"{DEFAULT_ROUNDS} sequential, config.DEFAULT_INTERLEAVED_ROUNDS = "
-                             f"{DEFAULT_INTERLEAVED_ROUNDS} interleaved)")
-    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
-                        help=f"warm-up rounds per session (default config.DEFAULT_WARMUP = {DEFAULT_WARMUP})")
+    parser.add_argument("--modes", default="stored,lockstep,ab")
+    parser.add_argument("--pool-a", type=int, default=30, help="unchanged sessions in the stored pool (default 30)")
+    parser.add_argument("--pool-b", type=int, default=12, help="slowed sessions per slowdown in the pool (default 12)")
+    parser.add_argument("--histories", default="1,3,10", help="stored runs of history to score (default 1,3,10)")
+    parser.add_argument("--resample", type=int, default=3, help="histories drawn per current session (default 3)")
+    parser.add_argument("--runs-aa", type=int, default=30, help="A/A runs per paired mode (default 30)")
+    parser.add_argument("--runs-ab", type=int, default=15, help="A/B runs per slowdown per paired mode (default 15)")
+    parser.add_argument("--slowdowns", type=_floats, default=[0.1, 0.3], metavar="P,P",
+                        help="injected slowdowns in percent (default 10,30)")
     parser.add_argument("--threshold", type=float, default=5.0, help="relative threshold in percent (default 5)")
-    parser.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
-    parser.add_argument("--slowdown", type=float, default=10.0, help="injected slowdown in percent (default 10)")
-    parser.add_argument("--model", choices=("small", "tiny"), default="small", help="workload model (default small)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--new-tokens", type=int, default=8, help="new tokens per sequence (default 8)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads for the run (default: torch's own choice, as in the plugin)")
-    parser.add_argument("--sweep-rounds", type=_int_list, default=None, metavar="N,N,...",
-                        help="also score with these rounds: sessions then run the largest count, and a k-round "
-                             "session is scored on the first k rounds of each session")
-    parser.add_argument("--sweep-thresholds", type=_float_list, default=None, metavar="P,P,...",
-                        help="also score with these thresholds in percent (from the same sessions)")
-    parser.add_argument("--worker", choices=("baseline", "candidate"), help=argparse.SUPPRESS)
-    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--alpha", type=float, default=0.01, help="the run's false-alarm budget (default 0.01)")
     args = parser.parse_args(argv)
-    if args.comparisons < 1 or (args.rounds is not None and args.rounds < 1) or args.warmup < 0:
-        parser.error("--comparisons and --rounds must be >= 1, --warmup >= 0")
-    if args.sweep_rounds and min(args.sweep_rounds) < 1:
-        parser.error("--sweep-rounds values must be >= 1")
+    args.histories = [int(x) for x in args.histories.split(",")]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="llmeff-gq-") as tmp:
+        work = Path(tmp)
+        from pytest_llmeff.backends.builtin import build_tiny_llama
 
-    import platform
-
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.worker:
-        return worker(args)
-
-    started_s = time.perf_counter()
-    load_before = os.getloadavg()
-    modes = ("sequential", "interleaved") if args.mode == "both" else (args.mode,)
-    met = {}
-    print(f"gate quality on {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, torch "
-          f"{torch.__version__} with {torch.get_num_threads()} threads")
-    print(f"workload: {args.model} random Llama, float32 CPU, batch {args.batch_size}, {args.new_tokens} new tokens; "
-          f"A/B slowdown {args.slowdown:g}% busy-wait per generation step (LogitsProcessor, inside generate)")
-    print()
-    for mode in modes:
-        rounds = args.rounds or (DEFAULT_INTERLEAVED_ROUNDS if mode == "interleaved" else DEFAULT_ROUNDS)
-        collected = max([rounds] + (args.sweep_rounds or []))
-        mode_started_s = time.perf_counter()
-        if mode == "sequential":
-            comparisons, latencies = run_sequential(args, collected)
-            title = "sequential (stored baseline, then this run)"
-        else:
-            comparisons, latencies, alone = run_interleaved(args, collected)
-            title = "interleaved (two processes in lockstep)"
-            if alone:
-                print("WARNING: a worker went on alone at some point: some rounds were not interleaved")
-        met[mode] = report(title, comparisons, latencies, rounds, collected, args, args.sweep_rounds,
-                           args.sweep_thresholds)
-        print(f"time ({mode}): {time.perf_counter() - mode_started_s:.1f} s for {4 * args.comparisons} sessions of "
-              f"{collected} rounds")
-        print()
-    load_after = os.getloadavg()
-    print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-          f"total {time.perf_counter() - started_s:.1f} s")
-    print("targets met: " + ", ".join(f"{mode} {'yes' if ok else 'no'}" for mode, ok in met.items()))
-    return 0 if met.get("interleaved", met.get("sequential")) else 1
+        cache = work / "cache"
+        build_tiny_llama(cache)
+        env = env_for(cache)
+        lines = [f"# gate quality: threshold {args.threshold:g}% on {', '.join(GATED)}, alpha {args.alpha:g} per run "
+                 f"(Bonferroni over {2 * len(GATED)} comparisons), slowdowns "
+                 f"{', '.join(f'{s * 100:.0f}%' for s in args.slowdowns)}"]
+        if "stored" in modes:
+            for k, tally in stored_mode(args, work, env).items():
+                lines += [""] + tally.lines(f"stored baseline, {k} stored run{'s' if k != 1 else ''} of history "
+                                            f"(pool: {args.pool_a} A + {args.pool_b} per slowdown sessions; "
+                                            f"{args.resample} histories drawn per current session)")
+        for mode in ("lockstep", "ab"):
+            if mode in modes:
+                title = ("lockstep by hand (--llmeff-interleave, 20 pairs)" if mode == "lockstep"
+                         else "one command (--llmeff-ab=HEAD, 20 pairs)")
+                lines += [""] + paired_mode(args, work, env, mode).lines(title)
+    lines.append(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
