@@ -47,6 +47,19 @@ class MarkerArgs(BaseModel):
     device_map: Optional[str] = None
     thresholds: Optional[dict[str, str]] = None
     limits: Optional[dict[str, str]] = None
+    engine: Union[str, list[str]] = "transformers"
+
+    @field_validator("engine")
+    @classmethod
+    def _engines(cls, value):
+        from pytest_llmeff.backends.engine import spec
+
+        values = as_list(value)
+        if not values:
+            raise ValueError("engine=[] is empty; give at least one engine")
+        for v in values:
+            spec(v)  # raises ValueError naming the value and the engines allowed
+        return value
 
     @field_validator("thresholds")
     @classmethod
@@ -242,10 +255,15 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
     ref_precision = ref.get("precision", "float32")
     ref_quant = quant.parse(ref.get("quantization"))
     variants = []
-    for model, precision, q, batch in itertools.product(
-        as_list(args_.model), as_list(args_.precision), quants, as_list(args_.batch_size)
+    for model, engine, precision, q, batch in itertools.product(
+        as_list(args_.model), as_list(args_.engine), as_list(args_.precision), quants, as_list(args_.batch_size)
     ):
         spec = quant.parse(q)
+        engine_type = None
+        if engine == "llama.cpp":  # named by the GGUF's own weight type, read from its header
+            from pytest_llmeff.backends.llamacpp import ftype_for_id
+
+            engine_type = ftype_for_id(model)
         if precision == "fp8" and spec is not None:
             return InvalidMarker(f"precision='fp8' is itself a quantization and cannot be combined with "
                                  f"quantization={q!r}; use quantization=None with fp8")
@@ -256,7 +274,8 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
             trust_remote_code=args_.trust_remote_code, device_map=args_.device_map,
             reference_precision=ref_precision, reference_quantization=ref_quant, quality=args_.quality,
             thresholds=tuple((args_.thresholds or {}).items()), limits=tuple((args_.limits or {}).items()),
-            id=variant_id(model, precision, spec, batch),
+            engine=engine, engine_type=engine_type,
+            id=variant_id(model, precision, spec, batch, engine, engine_type),
         ))
     ids = [v.id for v in variants]
     if len(set(ids)) != len(ids):

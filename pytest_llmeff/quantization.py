@@ -8,6 +8,10 @@
 | ``nf4`` | bitsandbytes 4-bit NormalFloat | ``double_quant`` (bool), ``compute_dtype``, ``skip_modules`` |
 | ``fp4`` | bitsandbytes 4-bit float | ``double_quant`` (bool), ``compute_dtype``, ``skip_modules`` |
 | ``dynamic-int8`` | ``torch.ao.quantization.quantize_dynamic`` (qint8 linears; CPU, float32 models) | none |
+| ``int4`` | an engine's own 4-bit integer weights (``engine="onnxruntime-genai"``: MatMulNBits); transformers has none | none |
+
+Each engine says which of these it runs (``backends/<engine>.py``); ``int8`` on ``engine="ctranslate2"`` is
+CTranslate2's own int8 weights.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Any, Optional, Union
 
 from pytest_llmeff.precision import COMPUTE_DTYPES, PRECISION_SHORT
 
-METHODS: tuple[str, ...] = ("int8", "nf4", "fp4", "dynamic-int8")
+METHODS: tuple[str, ...] = ("int8", "nf4", "fp4", "dynamic-int8", "int4")
 KNOBS: dict[str, tuple[str, ...]] = {
     "int8": ("method", "threshold", "skip_modules"),
     "nf4": ("method", "double_quant", "compute_dtype", "skip_modules"),
     "fp4": ("method", "double_quant", "compute_dtype", "skip_modules"),
     "dynamic-int8": ("method",),
+    "int4": ("method",),
 }
 
 

@@ -132,6 +132,8 @@ class VariantRecord(BaseModel):
     device_map: Optional[str] = None
     prompts: int
     trust_remote_code: bool = False
+    engine: str = "transformers"  # the inference engine (backends/engine.py ENGINES)
+    engine_type: Optional[str] = None  # the weights' type as the engine ran them: q4_1, int8_float32, fp32, int4
 
 
 def _finite(value: Optional[float]) -> Optional[float]:

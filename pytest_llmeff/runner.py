@@ -68,6 +68,7 @@ class Measured:
     round_energy: list = field(default_factory=list)  # each timed round's energy Measurement
     flops_note: Optional[str] = None  # why there is no analytic count
     flops_reused: bool = False  # the counted FLOPs came from an earlier variant of the same shape
+    flops_source: str = "counted"  # "analytic": an engine outside torch, whose FLOPs only the formula gives
 
     def add(self, name: str, value: Optional[float]) -> None:
         if value is not None:
@@ -304,7 +305,10 @@ def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latenc
         key = flops_cache_key(variant.model, variant.revision, batch_size, int(inputs["input_ids"].shape[1]),
                               measured.steps)
     counted_flops = flops_cache.get(key) if key is not None else None
-    if counted_flops is None:
+    if not getattr(loaded, "counts_flops", True):  # an engine outside torch: FlopCounterMode would see nothing
+        counted_flops = None
+        measured.flops_source = "analytic"
+    elif counted_flops is None:
         try:
             with FlopsCounter().count() as counted:
                 generate()

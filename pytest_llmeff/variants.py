@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pytest_llmeff.backends.aliases import ALIASES
+from pytest_llmeff.backends.engine import DEFAULT_ENGINE, ENGINES
 from pytest_llmeff.precision import PRECISION_SHORT, PRECISIONS  # noqa: F401  (PRECISIONS: re-exported)
 from pytest_llmeff.quantization import QuantSpec
 
@@ -24,8 +25,8 @@ MARKER_HELP = (
     f"{MARKER_NAME}(model, precision='float32', quantization=None, batch_size=1, prompts=None, "
     "max_new_tokens=32, rounds=None, warmup=None, target_ci_pct=None, max_time_s=None, min_rounds=None, "
     "max_rounds=None, precision_metrics=None, group=None, device='auto', device_map=None, revision=None, "
-    "trust_remote_code=False, reference=None, quality=True, thresholds=None, limits=None): benchmark an LLM; list-valued arguments expand into one test per variant "
-    "(model x precision x quantization x batch_size)."
+    "trust_remote_code=False, reference=None, quality=True, thresholds=None, limits=None, engine='transformers'): benchmark an LLM; list-valued arguments expand into "
+    "one test per variant (model x engine x precision x quantization x batch_size)."
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -63,6 +64,8 @@ class Variant:
     thresholds: tuple[tuple[str, str], ...] = ()
     limits: tuple[tuple[str, str], ...] = ()
     stop: tuple[tuple[str, Any], ...] = ()
+    engine: str = DEFAULT_ENGINE
+    engine_type: Optional[str] = None  # llama.cpp: the GGUF's own weight type (q4_1), read at collection
     id: str = field(default="", compare=False)
 
     @property
@@ -74,17 +77,20 @@ class Variant:
         """Variants with the same load key share one loaded model (batch size does not change the weights)."""
         parts = [self.model, self.revision or "", self.precision, self.quant_label or "none",
                  self.device_map or self.device, "trc" if self.trust_remote_code else ""]
+        if self.engine != DEFAULT_ENGINE:
+            parts.append(self.engine)
         return "|".join(parts)
 
     def reference(self) -> "Variant":
         """The variant this one's quality is compared against (same model and device; its id has no batch size,
         since the quality probe does not depend on it)."""
         return replace(self, precision=self.reference_precision, quantization=self.reference_quantization,
-                       id=load_id(self.model, self.reference_precision, self.reference_quantization))
+                       engine=DEFAULT_ENGINE, engine_type=None, id=load_id(self.model, self.reference_precision, self.reference_quantization))
 
     @property
     def is_reference(self) -> bool:
-        return self.precision == self.reference_precision and self.quantization == self.reference_quantization
+        return (self.precision == self.reference_precision and self.quantization == self.reference_quantization
+                and self.engine == DEFAULT_ENGINE)
 
     @property
     def model_source(self) -> str:
@@ -141,14 +147,24 @@ def sanitize_id(text: str) -> str:
     return cleaned or "x"
 
 
-def load_id(model: str, precision: str, quantization: Optional[QuantSpec]) -> str:
-    """Readable id of what is loaded: ``smollm2-135m-bf16-nf4``."""
-    parts = [_short_model_name(model), PRECISION_SHORT.get(precision, precision)]
-    if quantization is not None:
-        parts.append(quantization.label)
+def load_id(model: str, precision: str, quantization: Optional[QuantSpec], engine: str = DEFAULT_ENGINE,
+            engine_type: Optional[str] = None) -> str:
+    """Readable id of what is loaded: ``smollm2-135m-bf16-nf4``; another engine than transformers is named after
+    the model (``smollm2-135m-ct2-fp32-int8``), and a GGUF run in its own type by that type
+    (``smollm2-135m-llamacpp-q4_1``)."""
+    parts = [_short_model_name(model)]
+    if engine != DEFAULT_ENGINE:
+        parts.append(ENGINES[engine].short if engine in ENGINES else engine)
+    if engine_type and precision == "float32" and quantization is None:
+        parts.append(engine_type)
+    else:
+        parts.append(PRECISION_SHORT.get(precision, precision))
+        if quantization is not None:
+            parts.append(quantization.label)
     return sanitize_id("-".join(parts))
 
 
-def variant_id(model: str, precision: str, quantization: Optional[QuantSpec], batch_size: int) -> str:
-    """Readable test id: ``smollm2-135m-bf16-nf4-b4``."""
-    return f"{load_id(model, precision, quantization)}-b{batch_size}"
+def variant_id(model: str, precision: str, quantization: Optional[QuantSpec], batch_size: int,
+               engine: str = DEFAULT_ENGINE, engine_type: Optional[str] = None) -> str:
+    """Readable test id: ``smollm2-135m-bf16-nf4-b4``, ``smollm2-135m-llamacpp-q4_1-b4``."""
+    return f"{load_id(model, precision, quantization, engine, engine_type)}-b{batch_size}"

@@ -47,6 +47,9 @@ def check_supported(variant: Variant, device: str) -> None:
                                  f"{capability[0]}.{capability[1]}")
     if q is None:
         return
+    if q.method == "int4":
+        raise VariantUnsupported("quantization='int4' is an engine's own 4-bit format (engine='onnxruntime-genai'); "
+                                 "with transformers use 'nf4' or 'fp4' (bitsandbytes)")
     if q.method in ("int8", "nf4", "fp4") and importlib.util.find_spec("bitsandbytes") is None:
         raise VariantUnsupported(f"quantization={q.method!r} needs bitsandbytes: pip install 'pytest-llmeff[quant]'")
     if q.method == "dynamic-int8":

@@ -245,6 +245,14 @@ def simple_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return tabulate([list(headers), rule] + text_rows, tablefmt="plain", disable_numparse=True)
 
 
+def _precision(r: BenchmarkRecord) -> str:
+    """The precision cell: a GGUF run in its own weight type shows that type (``q4_1``), not the marker's
+    default ``float32``."""
+    if r.variant.engine == "llama.cpp" and r.variant.engine_type:
+        return r.variant.engine_type
+    return r.variant.precision
+
+
 def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = None,
            target_ci_pct: Optional[float] = None) -> str:
     """The whole report as text (empty string when there is nothing to show).
@@ -264,8 +272,11 @@ def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = No
         rows = list(rows_iter)
         metrics = table_metrics(rows, columns)
         marks = {m: column_marks(rows, m, target_ci_pct) for m in metrics}
-        headers = ["test", "precision", "quant", "batch"] + [header_for(m) for m in metrics] + ["outcome"]
-        table = [[_label(r), r.variant.precision, r.variant.quantization or "-", r.variant.batch_size]
+        engines = any(r.variant.engine != "transformers" for r in rows)  # an engine column only when it varies
+        headers = (["test"] + (["engine"] if engines else []) + ["precision", "quant", "batch"]
+                   + [header_for(m) for m in metrics] + ["outcome"])
+        table = [[_label(r)] + ([r.variant.engine] if engines else [])
+                 + [_precision(r), r.variant.quantization or "-", r.variant.batch_size]
                  + [cell(r, m, target_ci_pct, marks[m].get(i, "")) for m in metrics]
                  + [r.outcome if r.outcome != "passed" else "ok"] for i, r in enumerate(rows)]
         text = simple_table(headers, table)
