@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional
 
+from pytest_llmeff import cli_help, export, scaffold
 from pytest_llmeff.config import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 from pytest_llmeff.errors import LlmeffError, StorageError
 from pytest_llmeff.results import SCHEMA_FILE, atomic_write_text, read_run, schema_text, shown_path
@@ -257,12 +258,17 @@ def _parser() -> _Parser:
                      help="merge runs of different collections, splits or commits (never overlapping ones)")
     schema = sub.add_parser("schema", help="print the JSON Schema of run files")
     schema.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_FILE.name} in the package")
+    export.register(sub)
+    scaffold.register(sub)
+    cli_help.add_help(parser, sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "handler", None) is not None:  # a command defined in its own module
+            return args.handler(args)
         if args.command == "show":
             return _show(args.paths)
         if args.command == "list":

@@ -168,9 +168,13 @@ def to_pytest_benchmark(run: Run) -> dict[str, Any]:
     return _finite(document)
 
 
+def render_pytest_benchmark_json(run: Run) -> str:
+    """``to_pytest_benchmark(run)`` as the text of a file (4-space indent, ASCII, newline at the end)."""
+    return json.dumps(to_pytest_benchmark(run), indent=4, allow_nan=False, ensure_ascii=True, default=str) + "\n"
+
+
 def write_pytest_benchmark_json(path: Path, run: Run) -> Path:
     """Write ``to_pytest_benchmark(run)`` to ``path`` atomically (parents created) and return the path."""
     path = Path(path)
-    text = json.dumps(to_pytest_benchmark(run), indent=4, allow_nan=False, ensure_ascii=True, default=str)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, render_pytest_benchmark_json(run))
     return path
