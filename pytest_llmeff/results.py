@@ -289,6 +289,7 @@ class LoadEvent(BaseModel):
     shard: Optional[int] = None  # the shard index of the run it came from (a merged run)
     ok: bool = True
     error: Optional[str] = None
+    threads: Optional[int] = None  # the thread count the variant computed with (--llmeff-threads, else torch's)
 
 
 class CommitInfo(BaseModel):

@@ -62,7 +62,8 @@ class ModelCache:
             raise
         self._key, self._loaded = key, loaded
         self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s,
-                                    worker=os.environ.get("PYTEST_XDIST_WORKER")))
+                                    worker=os.environ.get("PYTEST_XDIST_WORKER"),
+                                    threads=getattr(loaded, "threads", None)))
         events.emit("load", key=key, model=variant.model, ok=True, device=loaded.device, load_s=loaded.load_s,
                     converted_s=loaded.converted_s, model_bytes=getattr(loaded, "model_bytes", None))
         if self.progress:

@@ -10,7 +10,7 @@ from importlib import metadata
 from typing import Any, Optional
 
 VERSIONED = ("pytest-llmeff", "torch", "transformers", "accelerate", "bitsandbytes", "codecarbon", "pytest",
-             "pytest-benchmark", "pydantic")
+             "pytest-benchmark", "pydantic", "llama-cpp-python", "ctranslate2", "onnxruntime-genai", "onnxruntime")
 
 
 def _cpu_name() -> str:
