@@ -9,7 +9,6 @@
                                           the series of one benchmark's metric over the stored runs of one machine,
                                           with change points (needs the ``history`` extra: ruptures)
     llmeff merge RUN... -o MERGED [--force]  combine shard runs (--llmeff-shard) into one run (merge.py)
-    llmeff merge RUN... -o MERGED [--force]  combine shard runs (--llmeff-shard) into one run (merge.py)
     llmeff schema [--write]               print (or rewrite the shipped copy of) the JSON Schema
 
 Exit status: 0 done, 1 a regression (compare) or nothing to list (list), 2 a usage error: a bad option value or
@@ -251,11 +250,6 @@ def _parser() -> _Parser:
     mrg.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="the merged run file")
     mrg.add_argument("--force", action="store_true",
                      help="merge runs of different collections, splits or commits (never overlapping ones)")
-    mrg = sub.add_parser("merge", help="combine the shard runs of one collection into one run")
-    mrg.add_argument("paths", nargs="+", metavar="RUN")
-    mrg.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="the merged run file")
-    mrg.add_argument("--force", action="store_true",
-                     help="merge runs of different collections, splits or commits (never overlapping ones)")
     schema = sub.add_parser("schema", help="print the JSON Schema of run files")
     schema.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_FILE.name} in the package")
     export.register(sub)
@@ -275,10 +269,6 @@ def main(argv: list[str] | None = None) -> int:
             return _list(args.directory)
         if args.command == "compare":
             return _compare(args.base, args.current, args.fail, args.alpha, args.history, args.storage)
-        if args.command == "merge":
-            from pytest_llmeff.merge import write_merged
-
-            return write_merged(args.paths, args.output, args.force)
         if args.command == "merge":
             from pytest_llmeff.merge import write_merged
 
