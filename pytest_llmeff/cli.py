@@ -223,6 +223,11 @@ def _parser() -> _Parser:
     lst = sub.add_parser("list", help="list run files (default: .llmeff/runs and .llmeff/baselines)")
     lst.add_argument("directory", nargs="?", default=None,
                      help=f"searched recursively (default: {DEFAULT_RESULTS_DIR} and {DEFAULT_STORAGE})")
+    from pytest_llmeff import plot_cmd, report_cmd, summary_cmd  # each command's logic lives in its own module
+
+    summary_cmd.register(sub)
+    report_cmd.register(sub, _thresholds, _alpha, _history_count, DEFAULT_FAIL)
+    plot_cmd.register(sub)
     cmp = sub.add_parser("compare", help="verdicts of a run against a baseline run")
     cmp.add_argument("base")
     cmp.add_argument("current")

@@ -12,6 +12,9 @@ OVERVIEW = """commands (llmeff COMMAND --help for each one's options and example
   llmeff list                                    run files and stored baselines
   llmeff compare BASE.json CURRENT.json          verdicts (exit 1 on a regression)
   llmeff history --benchmark test_generation     a metric over the stored runs, with change points
+  llmeff summary RUN.json                       rankings, Pareto front, efficiency score, outlier rounds
+  llmeff report RUN.json -o report.html         the self-contained HTML report (--baseline BASE.json)
+  llmeff plot RUN.json --x M --y M -o c.svg     one chart: SVG, PNG, PDF or HTML
   llmeff export RUN.json --format csv -o r.csv   CSV, markdown or pytest-benchmark JSON
   llmeff schema                                  the JSON Schema of run files
 
