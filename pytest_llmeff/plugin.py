@@ -87,6 +87,14 @@ def pytest_configure(config):
     config.stash[SESSION_KEY] = session
     config.stash[_RESTORE_KEY] = startup.catch_sigterm(session) if not startup.is_worker(config) else None
     config.pluginmanager.register(_ReportCollector(config), "llmeff-report-collector")
+    if startup.is_worker(config):
+        from pytest_llmeff.xdist_gpu import pin
+
+        pin(config.workerinput)  # one GPU per worker, before anything starts CUDA
+    elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
+        from pytest_llmeff.xdist_sched import ControllerPlugin  # imports xdist: only when it runs workers
+
+        config.pluginmanager.register(ControllerPlugin(config, session.progress), "llmeff-xdist")
 
 
 def pytest_unconfigure(config):
@@ -156,6 +164,10 @@ def pytest_collection_modifyitems(session, config, items):
         from pytest_llmeff.ordering import reorder
 
         items[:] = reorder([(item, _variant_of(item)) for item in items])
+    if startup.is_worker(config) and config.workerinput.get("llmeff_scopes_dir"):
+        from pytest_llmeff.xdist_units import write_units  # for the controller's variant scheduler
+
+        write_units(config.workerinput, items, _variant_of, _is_benchmark)
 
 
 def pytest_collection_finish(session):

@@ -150,7 +150,7 @@ def parameter_count(variant: Variant) -> tuple[Optional[int], str]:
     return None, "model files not found before loading"
 
 
-def _estimates(entries: Sequence[Entry]) -> dict[str, float]:
+def estimates(entries: Sequence[Entry]) -> dict[str, float]:
     """Estimated cost per benchmark node id: parameters x batch x new tokens."""
     counts: dict[str, Optional[int]] = {}
     for e in entries:
@@ -184,18 +184,18 @@ def split(spec: ShardSpec, entries: Sequence[Entry], previous=None, previous_lab
     """Split ``entries`` (the collection, in order) into ``spec.count`` shards and return this shard's part.
 
     ``previous``: a ``results.Run`` whose measured times are the costs (see the module doc)."""
-    estimates = _estimates(entries)
+    estimated_cost = estimates(entries)
     measured = _measured(previous) if previous is not None else {}
-    hits = [n for n in estimates if n in measured]
+    hits = [n for n in estimated_cost if n in measured]
     if hits:
-        scale = sum(measured[n] for n in hits) / max(sum(estimates[n] for n in hits), 1e-300)
-        costs = {n: measured.get(n, estimates[n] * scale) for n in estimates}
-        missing = len(estimates) - len(hits)
+        scale = sum(measured[n] for n in hits) / max(sum(estimated_cost[n] for n in hits), 1e-300)
+        costs = {n: measured.get(n, estimated_cost[n] * scale) for n in estimated_cost}
+        missing = len(estimated_cost) - len(hits)
         method = (f"measured: time_s.total of {len(hits)} test(s) in {previous_label}"
                   + (f"; {missing} other(s) estimated (parameters x batch x tokens, scaled)" if missing else ""))
         estimated = bool(missing)
     else:
-        costs, estimated = estimates, True
+        costs, estimated = estimated_cost, True
         method = ESTIMATE_METHOD if previous is None else (
             f"estimated: parameters x batch size x new tokens ({previous_label} has none of these tests)")
     units: dict[str, Unit] = {}
