@@ -193,6 +193,16 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Under torchrun / accelerate launch the ranks start each benchmark together (data-parallel replicas)."""
+    session = _session(item.config)
+    if session is not None and session.launch is not None and _is_benchmark(item):
+        from pytest_llmeff import ranks
+
+        ranks.barrier()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -239,6 +249,10 @@ def pytest_sessionfinish(session, exitstatus):
     state.close()
     if state.turnstile is not None:
         state.turnstile.finish()  # the partner goes on (or finishes) without waiting for our report
+    if state.launch is not None:  # torchrun / accelerate launch: rank 0 gathers every rank's records
+        from pytest_llmeff import ranks
+
+        ranks.gather(state, state.launch)
     if startup.is_worker(config) or not state.options.report:
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED and not state.ending.interrupted:
@@ -256,7 +270,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = _session(config)
-    if state is None or startup.is_worker(config):
+    if state is None or startup.is_worker(config) or (state.launch is not None and state.launch.rank != 0):
         return
     from pytest_llmeff.report.summary import regression_lines, summary_lines
 

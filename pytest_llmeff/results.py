@@ -267,6 +267,7 @@ class BenchmarkRecord(BaseModel):
     contention: list[RoundContention] = Field(default_factory=list)  # other CPU work during each timed round
     interleaved: bool = False  # every timed round alternated with a lockstep partner's (--llmeff-interleave)
     machine: Optional["MachineInfo"] = None  # where it ran, when a merged run's shards ran on several machines
+    rank: Optional[int] = None  # the rank that measured it, under torchrun / accelerate launch
     # outlier rounds per per-round metric (0-based), robust modified z-score > 3.5 (analysis.outlier_rounds);
     # None in files written before it was stored (schema 1.1, optional)
     outliers: Optional[dict[str, list[int]]] = None
@@ -315,6 +316,36 @@ class MachineInfo(BaseModel):
 
 
 BenchmarkRecord.model_rebuild()  # its ``machine`` field names MachineInfo, defined above
+
+
+class RankAggregate(BaseModel):
+    """One benchmark over the ranks of a launch: ``throughput_tok_s_sum`` the sum of the ranks' median
+    throughputs (tok/s; data-parallel replicas started together), ``latency_s_slowest`` the largest median
+    latency (s), ``energy_j_sum`` the summed median energy (J) of the ``energy_ranks`` ranks that read a meter
+    (one per physical device)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodeid: str
+    name: str
+    ranks: list[int] = Field(default_factory=list)
+    throughput_tok_s_sum: Optional[float] = None
+    latency_s_slowest: Optional[float] = None
+    energy_j_sum: Optional[float] = None
+    energy_ranks: int = 0
+
+
+class DistributedInfo(BaseModel):
+    """A run of several ranks (torchrun, accelerate launch; schema 1.1, optional): the launcher, the world size,
+    the backend the records were gathered over, each rank's host, and the per-benchmark aggregate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    launcher: str
+    world_size: int
+    backend: str = "gloo"
+    hosts: list[str] = Field(default_factory=list)
+    aggregate: list[RankAggregate] = Field(default_factory=list)
 
 
 class ShardInfo(BaseModel):
@@ -392,6 +423,7 @@ class Run(BaseModel):
     time_s: dict[str, float] = Field(default_factory=dict)  # the benchmarks' time per phase, summed, and "total"
     shard: Optional[ShardInfo] = None  # this run is one shard of a split collection (--llmeff-shard)
     merged: Optional[MergeInfo] = None  # this run was merged from shard runs (llmeff merge)
+    distributed: Optional[DistributedInfo] = None  # the ranks of torchrun / accelerate launch, gathered by rank 0
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

@@ -83,6 +83,9 @@ class LlmeffSession:
     shard_previous: Optional[tuple] = None  # --llmeff-shard-costs: (path, Run) whose times balance the shards
     shard_info: Optional[Any] = None  # --llmeff-shard: this shard (results.ShardInfo), for the run file
     shard_sent: bool = False  # an xdist worker handed its shard_info to the controller
+    launch: Optional[Any] = None  # torchrun / accelerate launch: this rank (launcher.Launch), else None
+    distributed: Optional[Any] = None  # rank 0 after the gather: results.DistributedInfo
+    rank_group_owned: bool = False  # the plugin made the torch.distributed process group (and leaves it)
     outputs: Optional["Outputs"] = None
     events: Optional["EventLog"] = None  # the event stream (--llmeff-log-json, live progress); startup opens it
     _models: Optional["ModelCache"] = None

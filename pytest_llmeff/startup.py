@@ -78,6 +78,11 @@ def start_session(config) -> LlmeffSession:
     from pytest_llmeff.report.outputs import check_destinations
 
     options = resolve(config)
+    launch = _launch(config, options)
+    if launch is not None:
+        from pytest_llmeff.ranks import quiet_options
+
+        options = quiet_options(options, launch)  # rank 0 alone writes
     worker = is_worker(config)
     if options.energy in ("rapl", "nvml") and not worker:
         from pytest_llmeff.measure.meters import check_backend
@@ -101,7 +106,9 @@ def start_session(config) -> LlmeffSession:
     ab_run = None
     if options.ab and not worker:
         ab_run, options = _start_ab(config, options, rootdir)
-    session = LlmeffSession(options, progress_writer(config), rootdir)
+    session = LlmeffSession(options, progress_writer(config) if launch is None or launch.rank == 0
+                            else (lambda message: None), rootdir)  # rank 0 alone prints
+    session.launch = launch
     session.ab = ab_run
     try:
         open_events(session, config)
@@ -115,6 +122,10 @@ def start_session(config) -> LlmeffSession:
         if options.save:
             check_name(options.save)
         session.baseline = Baseline.from_options(options, storage_for(session, machine_info(config)))
+    if launch is not None:
+        from pytest_llmeff.ranks import start
+
+        start(session, launch)  # pins this rank's GPU, joins the process group, shares the meters
     if options.shard is not None:
         from pytest_llmeff.shard_session import load_costs
 
@@ -169,6 +180,26 @@ def close_events(session: LlmeffSession) -> None:
     session.events = None
     for problem in problems:
         session.progress(problem)
+
+
+def _launch(config, options):
+    """This process's rank under torchrun / accelerate launch (``launcher.Launch``), or None. UsageProblem for
+    a launch combined with pytest-xdist or a lockstep pair."""
+    import os
+
+    from pytest_llmeff.launcher import detect
+
+    launch = detect(os.environ)
+    if launch is None:
+        return None
+    from pytest_llmeff.ranks import check
+
+    check(config, launch)
+    if options.ab or options.interleave:
+        raise UsageProblem(f"{launch.launcher} runs every benchmark on {launch.world_size} ranks at once; a "
+                           "lockstep pair (--llmeff-ab, --llmeff-interleave) takes turns between two single "
+                           "processes: run it without the launcher")
+    return launch
 
 
 def _start_ab(config, options, rootdir: Path):
@@ -252,7 +283,7 @@ def build_run(session: LlmeffSession, config):
                                            "alone_reason": t.alone_reason},
         benchmarks=session.records, interrupted=ending.interrupted, complete=ending.complete,
         stop_reason=ending.reason if not ending.complete else None, unfinished=ending.unfinished,
-        shard=session.shard_info,
+        shard=session.shard_info, distributed=session.distributed,
     )
 
 
