@@ -31,8 +31,8 @@ Every comparison here respects the 95% intervals of the medians (``results.Metri
 - **Spread across variants** (``spread``): per metric, the lowest and highest median and who has them, the
   median of the medians, max/min, and the coefficient of variation of the medians (``scipy.stats.variation``).
 
-Pure functions on ``BenchmarkRecord`` lists; scipy is imported inside the functions that use it, and pydantic not
-at all (``config.py`` parses ``--llmeff-pareto`` with ``parse_objectives`` in every pytest run).
+Pure functions on ``BenchmarkRecord`` lists; scipy is imported inside the functions that use it. The objectives'
+and weights' defaults and parsers live in ``objectives.py`` (floor 0: ``config.py`` validates the options with them).
 """
 
 from __future__ import annotations
@@ -40,19 +40,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from pytest_llmeff.errors import UsageProblem
 from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.objectives import (DEFAULT_PARETO, DEFAULT_WEIGHTS, parse_objectives,  # noqa: F401
+                                      parse_weights)
 from pytest_llmeff.stats import MIN_CI_SAMPLES
 from pytest_llmeff.stop_rule import DEFAULT_TARGET_CI_PCT
 
 if TYPE_CHECKING:  # the records are only read here: importing pydantic is left to whoever made them, so that the
     from pytest_llmeff.results import BenchmarkRecord, Metric  # option parsers below stay light (config.py)
 
-#: the Pareto objectives when none are chosen: speed against quality drift
-DEFAULT_PARETO: tuple[str, ...] = ("throughput_tok_s", "ppl_ratio")
-#: the efficiency score's weights when none are given (metric -> weight >= 0)
-DEFAULT_WEIGHTS: dict[str, float] = {"throughput_tok_s": 1.0, "peak_mem_bytes": 1.0, "energy_j_per_tok": 1.0,
-                                     "ppl_ratio": 1.0}
 OUTLIER_Z = 3.5  #: modified z-score above which a round is an outlier (Iglewicz & Hoaglin)
 
 BEST = "*"  #: the best median, its interval clear of every other
@@ -195,48 +191,6 @@ def rankings(records: Sequence[BenchmarkRecord], metrics: Optional[Sequence[str]
 
 
 # --- Pareto front ------------------------------------------------------------------------------------------------
-def parse_objectives(text: str, what: str = "--llmeff-pareto") -> tuple[str, ...]:
-    """``"a,b"`` -> ``("a", "b")``: two or more distinct metrics that have a direction, else UsageProblem."""
-    names = tuple(n.strip() for n in str(text).split(",") if n.strip())
-    ranked = sorted(m for m, spec in METRICS.items() if spec.direction != "none")
-    for n in names:
-        spec = METRICS.get(n)
-        if spec is None:
-            raise UsageProblem(f"{what}: {n!r} is not a metric; give two or more of: {', '.join(ranked)}")
-        if spec.direction == "none":
-            raise UsageProblem(f"{what}: {n!r} has no direction (neither higher nor lower is better), so it "
-                               f"cannot be an objective; give two or more of: {', '.join(ranked)}")
-    if len(set(names)) != len(names) or len(names) < 2:
-        raise UsageProblem(f"{what}={text!r}: give two or more different metrics, comma separated, e.g. "
-                           f"{','.join(DEFAULT_PARETO)}")
-    return names
-
-
-def parse_weights(text: str, what: str = "--llmeff-score-weights") -> dict[str, float]:
-    """``"throughput_tok_s:2,ppl_ratio:1"`` -> ``{metric: weight}``: metrics with a direction, weights >= 0, at
-    least one above 0, else UsageProblem."""
-    weights: dict[str, float] = {}
-    for part in (p.strip() for p in str(text).split(",") if p.strip()):
-        name, sep, raw = part.partition(":")
-        name = name.strip()
-        spec = METRICS.get(name)
-        if spec is None or spec.direction == "none":
-            why = "is not a metric" if spec is None else "has no direction"
-            raise UsageProblem(f"{what}: {name!r} {why}; give metric:weight pairs such as "
-                               "throughput_tok_s:2,peak_mem_bytes:1 with metrics that have a direction")
-        try:
-            weight = float(raw) if sep else float("nan")
-        except ValueError:
-            weight = float("nan")
-        if not weight >= 0 or weight == float("inf"):
-            raise UsageProblem(f"{what}: {part!r} needs a weight >= 0 after the colon, e.g. {name}:1")
-        weights[name] = weight
-    if not any(w > 0 for w in weights.values()):
-        raise UsageProblem(f"{what}={text!r}: give at least one metric with a weight above 0, e.g. "
-                           "throughput_tok_s:1")
-    return weights
-
-
 def dominates(a: BenchmarkRecord, b: BenchmarkRecord, objectives: Sequence[str]) -> bool:
     """Whether ``a`` is clearly better than ``b`` in one objective and clearly worse in none (both hold all)."""
     better = False

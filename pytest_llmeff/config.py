@@ -431,7 +431,7 @@ def resolve(pytest_config) -> LlmeffConfig:
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     html, pareto, weights = text("llmeff_html"), text("llmeff_pareto"), text("llmeff_score_weights")
     if pareto or weights:
-        from pytest_llmeff.analysis import parse_objectives, parse_weights
+        from pytest_llmeff.objectives import parse_objectives, parse_weights
 
         pareto = parse_objectives(pareto) if pareto else None
         weights = tuple(parse_weights(weights).items()) if weights else None
