@@ -132,6 +132,18 @@ def label(record: BenchmarkRecord) -> str:
     return record.variant.id if name == test else f"{record.variant.id} ({name})"
 
 
+def common_prefix(records: Sequence[BenchmarkRecord]) -> str:
+    """The start all the records' labels share, cut after its last ``-`` (``smollm2-135m-``), so that charts and
+    the terminal can name them short; empty when there are fewer than two different labels."""
+    import os.path
+
+    names = [label(r) for r in records]
+    if len(set(names)) < 2:
+        return ""
+    prefix = os.path.commonprefix(names)
+    return prefix[:prefix.rfind("-") + 1] if "-" in prefix else ""
+
+
 # --- rankings ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Ranked:

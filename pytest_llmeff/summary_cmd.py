@@ -73,23 +73,13 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def _common_prefix(names: list[str]) -> str:
-    """The prefix every name shares, cut after its last ``-`` (``smollm2-135m-``), when there are two or more."""
-    import os.path
-
-    if len(set(names)) < 2:
-        return ""
-    prefix = os.path.commonprefix(names)
-    return prefix[:prefix.rfind("-") + 1] if "-" in prefix else ""
-
-
 def _section_lines(rows, objectives, weights, metrics) -> list[str]:
     from tabulate import tabulate
 
     from pytest_llmeff.report.terminal import cell, header_for, scale_for
 
     full = {id(r): analysis.label(r) for r in rows}
-    prefix = _common_prefix(list(full.values()))
+    prefix = analysis.common_prefix(rows)
 
     def name(record) -> str:
         return full[id(record)][len(prefix):]

@@ -92,6 +92,8 @@ def scatter_figure(records: Sequence[BenchmarkRecord], x: str, y: str, title: Op
     ranked = analysis.direction(x) != "none" and analysis.direction(y) != "none" and x != y
     pareto = analysis.pareto_front(points, (x, y)) if ranked else None
     labels = [analysis.label(r) for r in points]
+    cut = len(analysis.common_prefix(points))
+    short = [name[cut:] for name in labels]  # on the chart; the hover has the full id
     groups = [("front", [i for i in range(len(points)) if pareto is None or i in pareto.front])]
     if pareto is not None:
         groups.append(("dominated", sorted(pareto.dominated)))
@@ -111,7 +113,7 @@ def scatter_figure(records: Sequence[BenchmarkRecord], x: str, y: str, title: Op
         front = kind == "front"
         fig.add_trace(go.Scatter(
             x=[r.metrics[x].median * scale_for(x) for r in sub], y=[r.metrics[y].median * scale_for(y) for r in sub],
-            mode="markers+text", text=[labels[i] for i in idx], textposition="top center",
+            mode="markers+text", text=[short[i] for i in idx], textposition="top center", cliponaxis=False,
             name="Pareto front" if front and pareto is not None else ("benchmarks" if front else "dominated"),
             marker=dict(size=12 if front else 10, color=FRONT_COLOUR if front else DOMINATED_COLOUR,
                         line=dict(width=1, color="#333" if front else DOMINATED_COLOUR)),
@@ -127,7 +129,10 @@ def scatter_figure(records: Sequence[BenchmarkRecord], x: str, y: str, title: Op
             x=[points[i].metrics[x].median * scale_for(x) for i in line],
             y=[points[i].metrics[y].median * scale_for(y) for i in line],
             mode="lines", name="front", line=dict(color=FRONT_COLOUR, dash="dash", width=1.5), hoverinfo="skip"))
-    fig.update_layout(title=title or f"{header_for(y)} vs {header_for(x)}", xaxis_title=axis_title(x),
+    prefix = analysis.common_prefix(points)
+    title = title or f"{header_for(y)} vs {header_for(x)}"
+    fig.update_layout(title=title + (f" <span style='font-size:11px'>({prefix}…)</span>" if prefix else ""),
+                      xaxis_title=axis_title(x),
                       yaxis_title=axis_title(y), template="plotly_white", height=420,
                       margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
     return fig
@@ -145,8 +150,9 @@ def distribution_figure(records: Sequence[BenchmarkRecord], metric: str, kind: s
     scale = scale_for(metric)
     fig = go.Figure()
     flagged_x, flagged_y, flagged_text = [], [], []
+    cut = len(analysis.common_prefix(held))
     for r in held:
-        name = analysis.label(r)
+        name = analysis.label(r)[cut:]
         values = [v * scale for v in r.metrics[metric].samples]
         common = dict(y=values, name=name, customdata=list(range(len(values))), marker=dict(color=FRONT_COLOUR))
         if kind == "violin":
@@ -166,7 +172,9 @@ def distribution_figure(records: Sequence[BenchmarkRecord], metric: str, kind: s
                                  hovertemplate="%{text}: %{y:.4g}<extra></extra>"))
     spec = METRICS.get(metric)
     per = "per generated token" if spec is not None and spec.sampling == "token" else "per timed round"
-    fig.update_layout(title=f"{header_for(metric)}, {per}", yaxis_title=axis_title(metric),
+    prefix = analysis.common_prefix(held)
+    fig.update_layout(title=f"{header_for(metric)}, {per}" + (f" <span style='font-size:11px'>({prefix}…)</span>"
+                                                              if prefix else ""), yaxis_title=axis_title(metric),
                       template="plotly_white", height=380, showlegend=bool(flagged_x),
                       margin=dict(l=60, r=20, t=50, b=80))
     return fig
