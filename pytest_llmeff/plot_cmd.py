@@ -29,7 +29,7 @@ EXAMPLES = """examples:
 
 def register(sub) -> None:
     p = sub.add_parser("plot", help="one chart of a run (--y against --x) as SVG, PNG, PDF or HTML",
-                       description="One scatter of a run's benchmarks at their medians with 95%% interval bars and "
+                       description="One scatter of a run's benchmarks at their medians with 95% interval bars and "
                                    "the Pareto front of the two metrics.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN.json")
