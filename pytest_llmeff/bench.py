@@ -109,9 +109,13 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
 
     variant: Variant = loaded.variant
     options = session.options
-    meter = session.meters.for_device(loaded.device)
+    from pytest_llmeff.measure.device_set import devices_key
+
+    devices = getattr(loaded, "devices", ())
+    meter_device = devices_key(devices) if len(devices) > 1 else loaded.device  # a device_map model: all its GPUs
+    meter = session.meters.for_device(meter_device)
     ctx = runner.EnergyContext(country_iso3=options.country_iso_code,
-                               idle_power_w=session.meters.idle_power_w(loaded.device),
+                               idle_power_w=session.meters.idle_power_w(meter_device),
                                idle_requested=options.idle_s > 0)
     turnstile = session.turnstile  # lockstep A/B: the turn passes to the partner after each timed round
     with translate_oom(variant, loaded.device, variant.batch_size):

@@ -208,7 +208,7 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
                   stop: StopRule, after_round) -> list[float]:
     """Time rounds until ``stop`` says why to stop; fill ``measured`` and return the round latencies (s)."""
     device = loaded.device
-    peak = PeakMemory(device)
+    peak = PeakMemory(device, getattr(loaded, "devices", ()))
     measured.memory_method = peak.method
     probe = ContentionProbe()
     round_energy: list[Measurement] = []

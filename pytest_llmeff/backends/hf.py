@@ -92,6 +92,7 @@ class LoadedModel:
     converted_s: Optional[float] = None
     eos_ids: list[int] = field(default_factory=list)
     threads: Optional[int] = None  # torch's thread count when it was loaded (engine.load sets it)
+    devices: tuple[str, ...] = ()  # a device_map model's GPUs (several: metered and peak-counted together)
 
     def encode(self, prompts: Sequence[str]):
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
@@ -255,4 +256,8 @@ def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[
     loaded = LoadedModel(model=model, tokenizer=tokenizer, variant=variant, device=device, path=path, load_s=load_s,
                          converted_s=converted_s)
     loaded.eos_ids = _eos_ids(model, tokenizer)
+    if variant.device_map:
+        from pytest_llmeff.measure.device_set import model_devices
+
+        loaded.devices = model_devices(model)
     return loaded

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
@@ -118,8 +118,11 @@ class PeakMemory:
     method: "cuda_max_allocated", "vmhwm" or "unavailable".
     """
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, devices: Sequence[str] = ()):
         self.device = device
+        # a device_map model over several GPUs: every one of them is reset and read, the peaks summed
+        self.cuda_devices = list(devices) if len(devices) > 1 else [device]
+        self.per_device: dict[str, int] = {}  # the last peak_bytes() of each GPU, bytes
         self._base_bytes: Optional[int] = None  # memory in use at the last reset, bytes
         if device.startswith("cuda"):
             self.method = "cuda_max_allocated"
@@ -142,9 +145,12 @@ class PeakMemory:
         if self.method == "cuda_max_allocated":
             import torch
 
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base_bytes = int(torch.cuda.memory_allocated(self.device))
+            base = 0
+            for d in self.cuda_devices:
+                torch.cuda.synchronize(d)
+                torch.cuda.reset_peak_memory_stats(d)
+                base += int(torch.cuda.memory_allocated(d))
+            self._base_bytes = base
         elif self.method == "vmhwm":
             if trim:
                 malloc_trim()
@@ -159,8 +165,10 @@ class PeakMemory:
         if self.method == "cuda_max_allocated":
             import torch
 
-            torch.cuda.synchronize(self.device)
-            return int(torch.cuda.max_memory_allocated(self.device))
+            for d in self.cuda_devices:
+                torch.cuda.synchronize(d)
+                self.per_device[d] = int(torch.cuda.max_memory_allocated(d))
+            return sum(self.per_device[d] for d in self.cuda_devices)
         if self.method == "vmhwm":
             kb = _read_status_kb("VmHWM").get("VmHWM")
             return None if kb is None else kb * 1024

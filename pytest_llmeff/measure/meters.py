@@ -48,11 +48,14 @@ def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = D
         return OffMeter()
     notes = []
     if kind in ("auto", "nvml"):
-        index = _cuda_index(device)
+        from pytest_llmeff.measure.device_set import cuda_indices
+
+        several = cuda_indices(device)  # a device_map model's GPUs (cuda:0+cuda:1): exactly those
+        index = _cuda_index(device) if several is None else several[0]
         if index is not None or kind == "nvml":
             from pytest_llmeff.measure.nvml import NvmlMeter
 
-            meter = NvmlMeter(device_indices=None if index is None else [index])
+            meter = NvmlMeter(device_indices=several or (None if index is None else [index]))
             ok, why = meter.available()
             if ok:
                 return meter
