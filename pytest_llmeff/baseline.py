@@ -99,10 +99,11 @@ def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
                         below = float(v.threshold[:-1]) / 100.0 < v.mde
                     except ValueError:
                         below = False
+                    remedy = ("use --llmeff-ab or store more runs" if v.history_runs else
+                              "time more paired rounds (--llmeff-rounds=N) or quiet the machine")
                     if below:
                         warns.append(f"WARNING {record.variant.id} {v.metric}: threshold {v.threshold} is below what "
-                                     f"this baseline can resolve (≈ {v.mde * 100:.0f}%): use --llmeff-ab or store "
-                                     "more runs")
+                                     f"this baseline can resolve (≈ {v.mde * 100:.0f}%): {remedy}")
             elif v.history_runs:
                 parts.append(f"{v.metric} unknown (1 stored session)")
         if parts:
