@@ -12,9 +12,10 @@ into the conversion cache (key: source hash, engine version, stored weight type)
 
 Everything else is a skip with the reason. Generation: ``generate_batch`` (greedy: ``sampling_topk=1``; fixed
 length: ``min_length = max_length = max_new_tokens``; prompts unpadded: CTranslate2 batches unequal lengths
-itself). Per-step stamps: its per-token ``callback``; step k is stamped when the LAST sequence of the batch has
-its k-th token (sequences with shorter prompts may run ahead while longer prompts are still being read), so the
-stamps mean what they mean for transformers: the whole batch has k tokens. Logits: ``forward_batch``.
+itself: its decoding loop starts at the end of the SHORTEST prompt and feeds the longer prompts' remaining tokens
+step by step). Per-step stamps: its per-token ``callback``; token k is stamped when the LAST sequence of the
+batch has its k-th token (sequences with shorter prompts run ahead while longer prompts are still being read),
+so the stamps mean what they mean for transformers: the whole batch has k tokens. Logits: ``forward_batch``.
 Footprint: the size of the converted ``model.bin`` (CTranslate2 holds the weights as stored).
 """
 
@@ -90,10 +91,12 @@ class Ct2Loaded(EngineLoaded):
         generator = self.model.engine
         tokens = [self.tokenizer.convert_ids_to_tokens(r) for r in rows]
         batch = len(rows)
+        made = [0] * batch  # tokens each sequence has so far (its callbacks; step.step is the loop's step)
         have = [0] * (max_new_tokens + 1)  # sequences that have their k-th token
 
         def callback(step) -> bool:
-            k = step.step
+            k = made[step.batch_id]
+            made[step.batch_id] += 1
             if k < len(have):
                 have[k] += 1
                 if have[k] == batch:
