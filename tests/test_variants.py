@@ -56,7 +56,7 @@ def _error(kwargs) -> str:
         ({"model": "tiny-random-llama", "rounds": 0}, "rounds=0 is not allowed; it must be an integer >= 1"),
         ({"model": "tiny-random-llama", "warmup": -1}, "warmup=-1 is not allowed"),
         ({"model": "tiny-random-llama", "quantization": "nf5"},
-         "quantization='nf5' is not allowed; allowed: None, int8, nf4, fp4, dynamic-int8, or a dict"),
+         "quantization='nf5' is not allowed; allowed: None, int8, nf4, fp4, dynamic-int8, int4, or a dict"),
         ({"model": "tiny-random-llama", "quantization": {"method": "nf4", "bits": 3}},
          "unknown knob 'bits' for nf4; allowed: method, double_quant, compute_dtype, skip_modules"),
         ({"model": "tiny-random-llama", "quantization": {"method": "int8", "double_quant": True}},
