@@ -56,6 +56,8 @@ def test_merged_shards_hold_the_unsharded_runs_benchmarks_and_read_show_and_comp
     assert main(["compare", str(shard_runs["all"]), str(merged_path), "--fail", "throughput_tok_s:1000%"]) == 0
     table = capsys.readouterr().out
     assert "new (no baseline)" not in table and "missing (in the baseline only)" not in table
+    assert main(["report", str(merged_path), "-o", str(tmp_path / "merged.html")]) == 0  # the HTML report too
+    assert (tmp_path / "merged.html").stat().st_size > 0
 
 
 def _shifted(path, tmp_path, name, **changes):
