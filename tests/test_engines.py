@@ -248,3 +248,19 @@ def test_llamacpp_runs_the_gguf_in_its_own_type_against_the_transformers_referen
     assert 50e6 < m["model_bytes"]["median"] < 150e6  # Q4_1 weights of 135 M parameters (~97 MB)
     _assert_stamps_cover_the_round(m["latency_s"]["samples"], m["ttft_s"]["samples"], m["itl_s"]["samples"], "llama")
     result.stdout.fnmatch_lines(["*engine*precision*", "*llama.cpp*q4_1*"])
+
+
+def test_threads_is_an_option_with_an_ini_twin_and_bad_values_are_one_line(pytester):
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--llmeff-threads=0")
+    assert result.ret == 4
+    assert "--llmeff-threads=0 is not allowed; give an integer >= 1" in result.stderr.str()
+    pytester.makeini("[pytest]\nllmeff_threads = two\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == 4 and "--llmeff-threads='two' is not an integer" in result.stderr.str()
+    from pytest_llmeff.backends.engine import resolve_threads
+
+    assert resolve_threads(3) == 3
+    import torch
+
+    assert resolve_threads(None) == torch.get_num_threads()  # the default: what torch uses
