@@ -17,7 +17,6 @@ import pytest
 
 @pytest.mark.llm_efficiency(
     model="tiny-random-llama",
-    precision=["float32", "bfloat16"],
     max_new_tokens=8,
     thresholds={"ttft_s": "50%"},  # this test tolerates more TTFT noise than the command line's default
     group="gate",

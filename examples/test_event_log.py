@@ -12,7 +12,7 @@ the terminal, a benchmark that runs longer than a few seconds (2 s with -v) prin
 import pytest
 
 
-@pytest.mark.llm_efficiency(model="tiny-random-llama", batch_size=[1, 2], max_new_tokens=8, quality=False)
+@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=8, quality=False)
 def test_logged(llm_benchmark):
     result = llm_benchmark()
     assert result.stop.reason in ("target_ci", "max_time", "max_rounds", "fixed_rounds")

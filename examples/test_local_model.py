@@ -55,7 +55,7 @@ def _cache() -> Path:
 MODEL_DIR = os.environ.get("MY_MODEL_DIR") or str(save_demo_checkpoint(_cache() / "examples" / "my-checkpoint"))
 
 
-@pytest.mark.llm_efficiency(model=MODEL_DIR, precision=["float32", "bfloat16"], max_new_tokens=8,
+@pytest.mark.llm_efficiency(model=MODEL_DIR, max_new_tokens=8,
                             quality=False, group="my-checkpoint")
 def test_my_checkpoint(llm_benchmark):
     result = llm_benchmark()

@@ -15,7 +15,7 @@ OVERVIEW = """commands (llmeff COMMAND --help for each one's options and example
   llmeff summary RUN.json                       rankings, Pareto front, efficiency score, outlier rounds
   llmeff report RUN.json -o report.html         the self-contained HTML report (--baseline BASE.json)
   llmeff plot RUN.json --x M --y M -o c.svg     one chart: SVG, PNG, PDF or HTML
-  llmeff export RUN.json --format csv -o r.csv   CSV, markdown or pytest-benchmark JSON
+  llmeff export RUN.json --format csv -o r.csv   CSV, markdown, pytest-benchmark JSON or HTML
   llmeff schema                                  the JSON Schema of run files
 
 Run the benchmarks themselves with pytest: pytest benchmarks/ --llmeff-report

@@ -3,6 +3,7 @@ CLI's help: every command has its own help with examples, every error is one lin
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -168,6 +169,10 @@ def test_speed(llm_benchmark):
         assert (d / f"e-{fmt}").read_text() == (d / session_file).read_text(), fmt
         assert cli.main(["export", str(d / "run.json"), "--format", fmt]) == 0  # stdout
         assert capsys.readouterr().out == (d / session_file).read_text()
+    if importlib.util.find_spec("plotly") is not None:  # the report extra
+        assert cli.main(["export", str(d / "run.json"), "--format", "html", "-o", str(d / "r.html")]) == 0
+        html = (d / "r.html").read_text()
+        assert html.startswith("<!DOCTYPE html>") and "tiny-random-llama-fp32-b2" in html and "run.json" in html
     (d / "foreign.json").write_text('{"benchmarks": []}')
     (d / "corrupt.json").write_text('{"schema": "pytest-llmeff/1.1", "benchm')
     for argv, needle in (
