@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from pytest_llmeff.gate import Verdict
 from pytest_llmeff.metrics import METRICS, spec_for
-from pytest_llmeff.report.terminal import _label, cell, column_marks, header_for, legend_lines
+from pytest_llmeff.report.terminal import _label, _precision, cell, column_marks, header_for, legend_lines
 from pytest_llmeff.results import BenchmarkRecord
 
 # verdicts as the gate gives them: (nodeid, benchmark name) -> {metric name -> Verdict}
@@ -100,7 +100,8 @@ def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts],
     extra_gated = [m for m in gated if m not in shown_names]
     marks = {m: column_marks(rows, m, target_ci_pct) for m, _ in shown}
 
-    headers = ["test", "precision", "quant", "batch"]
+    engines = any(r.variant.engine != "transformers" for r in rows)  # an engine column only when it varies
+    headers = ["test"] + (["engine"] if engines else []) + ["precision", "quant", "batch"]
     for metric, header in shown:
         headers.append(header)
         if metric in gated:
@@ -110,7 +111,8 @@ def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts],
     table = []
     for i, r in enumerate(rows):
         mine = _verdicts_for(verdicts, r)
-        line = [_label(r), r.variant.precision, r.variant.quantization or "-", str(r.variant.batch_size)]
+        line = ([_label(r)] + ([r.variant.engine] if engines else [])
+                + [_precision(r), r.variant.quantization or "-", str(r.variant.batch_size)])
         for metric, _ in shown:
             line.append(cell(r, metric, target_ci_pct, marks[metric].get(i, "")))
             if metric in gated:
