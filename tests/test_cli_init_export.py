@@ -173,6 +173,7 @@ def test_speed(llm_benchmark):
         assert cli.main(["export", str(d / "run.json"), "--format", "html", "-o", str(d / "r.html")]) == 0
         html = (d / "r.html").read_text()
         assert html.startswith("<!DOCTYPE html>") and "tiny-random-llama-fp32-b2" in html and "run.json" in html
+        assert capsys.readouterr().err == f"html written to {d / 'r.html'}\n"
     (d / "foreign.json").write_text('{"benchmarks": []}')
     (d / "corrupt.json").write_text('{"schema": "pytest-llmeff/1.1", "benchm')
     for argv, needle in (
