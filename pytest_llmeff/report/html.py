@@ -47,7 +47,7 @@ vertical-align:top}th{background:#f3f4f6;white-space:nowrap}
 table.sortable th{cursor:pointer}table.sortable th:hover{background:#e5e7eb}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto;max-width:100%}.best{font-weight:700;color:#0b6e2e}.tied{color:#7a5c00}
-.dominated{color:#888}.warn{color:#8a4b00;font-size:12px}td.warn{min-width:520px}.bad{color:#b00020;font-weight:700}
+.dominated{color:#888}.warn{color:#8a4b00;font-size:12px}td.warn{min-width:980px}table.sortable td:first-child{white-space:nowrap}ul.warnings li{margin:0}.bad{color:#b00020;font-weight:700}
 .note{color:#555;font-size:13px}.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}@media (max-width:1100px){.grid{grid-template-columns:minmax(0,1fr)}}
 .llmeff-chart{border:1px solid #eee;min-height:380px;min-width:0;overflow:hidden}ul.warnings{margin:2px 0;padding-left:18px}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:13px}dl.prov dt{font-weight:600}
@@ -121,7 +121,7 @@ def _table(rows: list[BenchmarkRecord], pareto: analysis.Pareto, scores: analysi
     metrics = table_metrics(rows)
     marks = {m: analysis.best_marks(rows, m, target_ci_pct) for m in metrics}
     head = ["benchmark", "model", "precision", "quant", "batch"] + [header_for(m) for m in metrics] + [
-        "Pareto", "score", "outlier rounds", "vs baseline", "outcome", "warnings"]
+        "Pareto", "score", "outlier rounds (from 0)", "vs baseline", "outcome", "warnings"]
     titles = [""] * 5 + [f"{m} ({METRICS[m].unit}, {METRICS[m].direction} is better)" if m in METRICS else m
                          for m in metrics] + [""] * 6
     out = ['<div class="scroll"><table class="sortable"><thead><tr>']
@@ -148,8 +148,11 @@ def _table(rows: list[BenchmarkRecord], pareto: analysis.Pareto, scores: analysi
         score = scores.scores.get(i)
         cells.append(f'<td class="num" data-sort="{"" if score is None else f"{score:.3f}"}">'
                      f'{"-" if score is None else f"{score:.0f}"}</td>')
-        outl = analysis.outliers_of(r)
-        cells.append(f"<td>{_e('; '.join(f'{m}: {rounds}' for m, rounds in outl.items()) or '-')}</td>")
+        outl = analysis.outliers_of(r)  # the rounds here, which metric flagged which in the tooltip
+        rounds = sorted({i for found in outl.values() for i in found})
+        detail = "; ".join(f"{m}: {found}" for m, found in outl.items())
+        cells.append(f'<td title="{_e(detail)}" data-sort="{len(rounds)}">'
+                     f"{_e(', '.join(map(str, rounds)) if rounds else '-')}</td>")
         mine = _verdicts_of(r, verdicts)
         shown = r.model_copy(update={"verdicts": list(mine)}) if mine is not r.verdicts else r
         vtext = verdict_cell(shown)
