@@ -67,15 +67,16 @@ def render(run_path: Path, fmt: str) -> str:
 
 def export(run_path: Path, fmt: str, out: Optional[Path]) -> Optional[Path]:
     """Write the run as ``fmt`` to ``out`` atomically (stdout when None); return the path written."""
+    from pytest_llmeff.report_cmd import check_output  # the same check as llmeff report's -o
     from pytest_llmeff.results import atomic_write_text, shown_path
 
+    if out is not None:
+        out = Path(out).expanduser()
+        check_output(out)  # before rendering: a bad path costs nothing
     text = render(run_path, fmt)
     if out is None:
         sys.stdout.write(text)
         return None
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise StorageError(f"-o {shown_path(out)}: is a directory; give a file path")
     try:
         atomic_write_text(out, text)
     except OSError as exc:

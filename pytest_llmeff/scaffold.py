@@ -362,12 +362,12 @@ def apply(p: Plan, force: bool) -> list[str]:
             raise InitError(f"{shown_path(path)} is a directory; give another file name")
         if path.exists() and not force:
             raise InitError(f"{shown_path(path)} already exists; use --force to overwrite it")
+    from pytest_llmeff.report.outputs import _writable_folder_problem  # the plugin's own check of its outputs
+
     for path in list(p.write) + list(p.append):
-        folder = path.parent
-        while not folder.exists() and folder.parent != folder:
-            folder = folder.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise InitError(f"{shown_path(path)} cannot be written: the folder {shown_path(folder)} is not writable")
+        problem = _writable_folder_problem(path.parent)
+        if problem:
+            raise InitError(f"{shown_path(path)} cannot be written: {problem}")
     done = []
     try:
         for path, text in p.write.items():
