@@ -201,3 +201,18 @@ def test_plot_exports_svg_and_png(files, tmp_path, capsys):
     assert text.lstrip().startswith("<svg") and "fast" in text and "exact" in text
     assert cli.main(["plot", str(run), "--x", "peak_mem_bytes", "--y", "throughput_tok_s", "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_plot_without_a_browser_says_how_to_get_one(files, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("kaleido", reason='static export needs the "report" extra (kaleido)')
+    import plotly.graph_objects as go
+
+    def no_chrome(self, *args, **kwargs):
+        raise RuntimeError("Kaleido requires Google Chrome to be installed.")  # what Kaleido 1.x says
+
+    monkeypatch.setattr(go.Figure, "write_image", no_chrome)
+    run, _ = files
+    line = _one_line_error(capsys, ["plot", str(run), "--x", "ppl_ratio", "--y", "throughput_tok_s",
+                                    "-o", str(tmp_path / "c.png")])
+    assert "c.png: Kaleido needs Chrome or Chromium on this machine: apt-get install chromium" in line
+    assert line.endswith("(or write .html)")

@@ -192,3 +192,15 @@ def test_every_chart_draws_in_headless_chromium_and_the_page_is_not_blank(report
     assert front > 500, front                                     # the charts' blue marks are on screen
     print(f"screenshot {image.size[0]}x{image.size[1]}: stddev {[round(s, 1) for s in stat.stddev]}, "
           f"{len(colours)} colours, {front} pixels of the front's blue")
+
+
+def test_html_without_plotly_is_refused_before_any_benchmark(llmeff_pytester, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "plotly" else real(name, *a))
+    llmeff_pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = llmeff_pytester.runpytest_inprocess("-p", "no:cacheprovider", "--llmeff-html=r.html")
+    assert result.ret == 4
+    assert ('--llmeff-html=r.html needs Plotly, which is not installed: pip install "pytest-llmeff[report]"'
+            in result.stderr.str())
