@@ -89,7 +89,9 @@ def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
                     "steps": measured.steps, "flops_reused": measured.flops_reused,
                     "flops_source": measured.flops_source, "threads": getattr(loaded, "threads", None),
                     **({"timing_note": loaded.timing_note} if getattr(loaded, "timing_note", None) else {}),
-                    **({"flops_analytic_missing": measured.flops_note} if measured.flops_note else {})},
+                    **({"flops_analytic_missing": measured.flops_note} if measured.flops_note else {}),
+                    **({"peak_mem_bytes_per_device": dict(measured.peak_mem_devices)}
+                       if getattr(measured, "peak_mem_devices", None) else {})},
     )
 
 

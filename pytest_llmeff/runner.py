@@ -69,6 +69,7 @@ class Measured:
     flops_note: Optional[str] = None  # why there is no analytic count
     flops_reused: bool = False  # the counted FLOPs came from an earlier variant of the same shape
     flops_source: str = "counted"  # "analytic": an engine outside torch, whose FLOPs only the formula gives
+    peak_mem_devices: dict[str, int] = field(default_factory=dict)  # several GPUs: each one's highest peak, bytes
 
     def add(self, name: str, value: Optional[float]) -> None:
         if value is not None:
@@ -248,6 +249,9 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
         measured.add("decode_tok_s", decode_tokens / (latency - ttft) if decode_tokens and latency > ttft else None)
         measured.add("prefill_tok_s", gen.prompt_tokens_total / ttft if ttft > 0 else None)
         measured.add("peak_mem_bytes", peak_bytes)
+        if len(peak.per_device) > 1:  # a device_map model: the peak of each of its GPUs, highest over the rounds
+            for gpu, gpu_bytes in peak.per_device.items():
+                measured.peak_mem_devices[gpu] = max(gpu_bytes, measured.peak_mem_devices.get(gpu, 0))
         measured.add("peak_mem_delta_bytes", delta_bytes)
         if after_round is not None:
             after_round()

@@ -60,3 +60,39 @@ def test_peak_memory_of_a_device_set_is_the_sum_of_its_gpus(monkeypatch):
     single = PeakMemory("cuda:1")
     single.reset()
     assert single.peak_bytes() == 300 and single.delta_bytes() == 250
+
+
+def test_a_device_map_models_record_keeps_each_gpus_peak(tiny_model, monkeypatch):
+    """The runner with a model spread over two (faked) GPUs: each GPU's highest peak over the rounds is kept."""
+    import dataclasses
+
+    from pytest_llmeff import runner
+
+    rounds_seen = []
+
+    class TwoGpuPeak:
+        method = "cuda_max_allocated"
+        delta_needs_untimed_window = False
+
+        def __init__(self, device, devices=()):
+            assert tuple(devices) == ("cuda:0", "cuda:1")
+            self.per_device = {}
+
+        def reset(self, trim=False):
+            pass
+
+        def peak_bytes(self):
+            n = len(rounds_seen)
+            rounds_seen.append(n)
+            self.per_device = {"cuda:0": 1000 + n, "cuda:1": 500 - n}
+            return sum(self.per_device.values())
+
+        def delta_bytes(self):
+            return 0
+
+    monkeypatch.setattr(runner, "PeakMemory", TwoGpuPeak)
+    spread = dataclasses.replace(tiny_model, devices=("cuda:0", "cuda:1"))
+    measured = runner.run(spread, ["hello there"], batch_size=1, max_new_tokens=2, rounds=3, warmup=0, meter=None,
+                          count_flops=False)
+    assert measured.peak_mem_devices == {"cuda:0": 1002, "cuda:1": 500}
+    assert measured.samples["peak_mem_bytes"] == [1500, 1500, 1500]
