@@ -123,3 +123,27 @@ def test_a_merge_without_runs_or_of_a_damaged_file_is_one_line(tmp_path, capsys)
     with pytest.raises(SystemExit) as info:
         main(["merge", str(bad)])
     assert info.value.code == 2 and "-o" in capsys.readouterr().err
+
+
+def test_a_previous_runs_times_balance_the_shards_and_every_shard_agrees(shard_runs, tmp_path):
+    """--llmeff-shard-costs with the unsharded run: costs are its measured seconds, and both shards compute the
+    same split from it (one split digest), still whole variants and disjoint."""
+    import os
+    import subprocess
+    import sys
+
+    root = shard_runs["all"].parent
+    runs = []
+    for k in (0, 1):
+        out = tmp_path / f"c{k}.json"
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                               f"--llmeff-json={out}", f"--llmeff-shard={k}/2",
+                               f"--llmeff-shard-costs={shard_runs['all']}", "test_sharded.py"],
+                              cwd=root, env=dict(os.environ, PYTEST_ADDOPTS=""), capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        runs.append(json.loads(out.read_text())["shard"])
+    assert all(r["cost_method"].startswith("measured: time_s.total of 6 test(s)") for r in runs)
+    assert not runs[0]["estimated"] and runs[0]["plan"] == runs[1]["plan"]
+    assert runs[0]["shard_costs"] == runs[1]["shard_costs"] and all(c > 0 for c in runs[0]["shard_costs"])
+    assert not set(runs[0]["units"]) & set(runs[1]["units"]) and len(runs[0]["units"]) + len(runs[1]["units"]) == 3
