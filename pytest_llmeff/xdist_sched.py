@@ -25,8 +25,7 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 from pytest_llmeff import xdist_gpu
-
-SCOPES_KEY = "llmeff_scopes_dir"
+from pytest_llmeff.xdist_units import SCOPES_KEY
 
 
 class VariantScheduling(LoadScopeScheduling):
