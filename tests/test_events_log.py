@@ -127,8 +127,27 @@ def test_progress_lines_while_rounds_run(llmeff_pytester):
                                  "llmeff: tiny-random-llama-fp32-b1: stopped after 24 rounds (fixed_rounds)*"])
 
 
-def test_short_benchmarks_stay_quiet(llmeff_pytester):
-    llmeff_pytester.makepyfile(test_b=SOURCE)
-    result = llmeff_pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
-    assert "round " not in result.stdout.str() and "stopped after" not in result.stdout.str()
+def test_progress_lines_only_for_long_benchmarks_and_throttled():
+    """The listener on a fake clock: nothing before 10 s (2 s with -v), then at most one line per 10 s (2 s),
+    and a stop line only for a benchmark that showed progress."""
+    from pytest_llmeff.report.progress import ProgressLines
+
+    def rounds(listener, seconds):
+        listener({"event": "benchmark_start", "t_s": 100.0})
+        for n, t in enumerate(seconds, 1):
+            listener({"event": "round", "t_s": 100.0 + t, "round": n, "variant": "v", "elapsed_s": t,
+                      "median": {"throughput_tok_s": 10.0}, "achieved_ci_rel": {"throughput_tok_s": 0.08},
+                      "target_ci_rel": 0.05, "max_time_s": 20.0, "fixed_rounds": None})
+        listener({"event": "stop", "t_s": 100.0 + seconds[-1], "variant": "v", "rounds": len(seconds),
+                  "reason": "target_ci", "median": {"throughput_tok_s": 10.0},
+                  "achieved_ci_rel": {"throughput_tok_s": 0.04}, "target_ci_rel": 0.05})
+
+    quiet, verbose = [], []
+    rounds(ProgressLines(quiet.append), [0.5 * i for i in range(1, 19)])  # 9 s: quiet says nothing
+    assert quiet == []
+    rounds(ProgressLines(quiet.append), [1.0 * i for i in range(1, 26)])  # 25 s: lines at 10 s and 20 s
+    assert quiet == ["v: round 10, throughput_tok_s 10 ±8.0% (target ±5%), 10 s of 20 s timed",
+                     "v: round 20, throughput_tok_s 10 ±8.0% (target ±5%), 20 s of 20 s timed",
+                     "v: stopped after 25 rounds (target_ci), throughput_tok_s 10 ±4.0% (target ±5%)"]
+    rounds(ProgressLines(verbose.append, verbose=True), [1.0 * i for i in range(1, 6)])  # -v: from 2 s, every 2 s
+    assert [line.split(",")[0] for line in verbose] == ["v: round 2", "v: round 4", "v: stopped after 5 rounds (target_ci)"]

@@ -48,10 +48,10 @@ class ProgressLines:
             if now - self._start < self.first_after_s or (self._last is not None and now - self._last < self.every_s):
                 return
             self._last, self._shown = now, True
-            rounds = event.get("round")
-            budget = event.get("max_time_s")
-            spent = f"{event.get('elapsed_s', 0):.0f} s" + (f" of {budget:g} s" if budget else "")
-            self.write(f"{event.get('variant') or event.get('nodeid')}: round {rounds}, {_interval(event)}, "
+            fixed, budget = event.get("fixed_rounds"), event.get("max_time_s")
+            rounds = f"round {event.get('round')}" + (f" of {fixed}" if fixed is not None else "")
+            spent = f"{event.get('elapsed_s', 0):.0f} s" + (f" of {budget:g} s" if budget and fixed is None else "")
+            self.write(f"{event.get('variant') or event.get('nodeid')}: {rounds}, {_interval(event)}, "
                        f"{spent} timed")
         elif kind == "stop" and self._shown:
             self.write(f"{event.get('variant') or event.get('nodeid')}: stopped after {event.get('rounds')} rounds "
