@@ -31,8 +31,24 @@ def shard_runs(tmp_path_factory, tiny_cache):
                 "--llmeff-max-time=0.5", "test_sharded.py"] + ([f"--llmeff-shard={label}"] if label != "all" else [])
         proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        if label != "all":
+            assert f"llmeff: shard {label} (--llmeff-shard): " in proc.stdout
         paths[label] = out
     return paths
+
+
+def test_two_shards_together_are_the_unsharded_run_with_each_variant_loaded_once_per_shard(shard_runs):
+    runs = {k: json.loads(p.read_text()) for k, p in shard_runs.items()}
+    whole = {b["nodeid"] for b in runs["all"]["benchmarks"]}
+    parts = [{b["nodeid"] for b in runs[k]["benchmarks"]} for k in ("0/2", "1/2")]
+    assert len(whole) == 6 and not parts[0] & parts[1] and parts[0] | parts[1] == whole
+    for k in ("0/2", "1/2"):
+        keys = [load["key"] for load in runs[k]["loads"]]
+        assert len(keys) == len(set(keys)) >= 1  # each variant of the shard loaded once
+        assert runs[k]["shard"]["index"] == int(k[0]) and runs[k]["shard"]["count"] == 2
+        assert set(runs[k]["shard"]["units"]) == set(keys)
+    assert runs["0/2"]["shard"]["plan"] == runs["1/2"]["shard"]["plan"]
+    assert runs["all"].get("shard") is None
 
 
 def test_merged_shards_hold_the_unsharded_runs_benchmarks_and_read_show_and_compare(shard_runs, tmp_path, capsys):

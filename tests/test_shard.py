@@ -105,29 +105,7 @@ def test_a_bigger_batch_costs_more_and_measured_times_win_over_the_estimate():
     assert small  # both batch sizes of a variant stay together whatever the costs
 
 
-def test_two_shards_together_are_the_unsharded_run_with_each_variant_loaded_once_per_shard(llmeff_pytester):
-    llmeff_pytester.makepyfile(test_sharded=SHARDED)
-    runs = {}
-    for label in ("all", "0/2", "1/2"):
-        out = llmeff_pytester.path / f"{label.replace('/', '-')}.json"
-        args = ["-p", "no:cacheprovider", f"--llmeff-json={out}"]
-        if label != "all":
-            args.append(f"--llmeff-shard={label}")
-        result = llmeff_pytester.runpytest_inprocess(*args)
-        assert result.ret == 0, result.stdout.str()
-        runs[label] = json.loads(out.read_text())
-        if label != "all":
-            result.stdout.fnmatch_lines([f"llmeff: shard {label} (--llmeff-shard): * variant(s)*"])
-    whole = {b["nodeid"] for b in runs["all"]["benchmarks"]}
-    parts = [{b["nodeid"] for b in runs[k]["benchmarks"]} for k in ("0/2", "1/2")]
-    assert len(whole) == 6 and not parts[0] & parts[1] and parts[0] | parts[1] == whole
-    for k in ("0/2", "1/2"):
-        keys = [load["key"] for load in runs[k]["loads"]]
-        assert len(keys) == len(set(keys)) >= 1  # each variant of the shard loaded once
-        assert runs[k]["shard"]["index"] == int(k[0]) and runs[k]["shard"]["count"] == 2
-        assert set(runs[k]["shard"]["units"]) == set(keys)
-    assert runs["0/2"]["shard"]["plan"] == runs["1/2"]["shard"]["plan"]
-    assert runs["all"].get("shard") is None
+# The truth test (two real shards together are the unsharded run) is in test_merge.py, on the runs it merges.
 
 
 def test_a_shard_with_nothing_to_run_passes_and_still_writes_its_run(llmeff_pytester):
