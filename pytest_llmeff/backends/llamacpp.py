@@ -157,6 +157,7 @@ class LlamaLoaded(EngineLoaded):
                 raise RuntimeError("llama_decode failed on the quality text")
             ptr = lib.llama_get_logits(native.ctx)
             out[start:start + len(chunk)] = np.ctypeslib.as_array(ptr, shape=(len(chunk), native.n_vocab))
+        native.drop_context()  # its logits buffer grew for the window: generation sizes its own again
         return out
 
     @property
@@ -222,6 +223,10 @@ class _Native:
         b.n_seq_id[i] = 1
         b.seq_id[i][0] = seq
         b.logits[i] = logits
+
+    def drop_context(self) -> None:
+        self._free_context()
+        self.cells = self.seqs = 0
 
     def _free_context(self) -> None:
         if self.batch is not None:

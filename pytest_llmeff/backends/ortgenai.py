@@ -33,6 +33,10 @@ from pytest_llmeff.backends import convert_cache
 from pytest_llmeff.backends.engine import ConfigHolder, EngineLoaded, eos_ids_of, hf_config, hf_tokenizer, source_dir
 from pytest_llmeff.errors import ModelSourceError, VariantUnsupported
 
+#: the quality probe's onnxruntime session per converted model, held only between the probe's windows: generation
+#: drops it, so no timed round's peak memory carries a second copy of the weights
+_probe_sessions: dict[str, tuple] = {}
+
 
 def plan(variant) -> str:
     """The builder precision for ``variant``; VariantUnsupported otherwise."""
@@ -83,12 +87,12 @@ class OrtLoaded(EngineLoaded):
     """A variant loaded in ONNX Runtime GenAI (``model.engine``: the ``og.Model``)."""
 
     pad_id: int = 0
-    _session: object = None
 
     def _generate_rows(self, rows, max_new_tokens: int, suppress: tuple, on_step: Callable[[], None]):
         import numpy as np
         import onnxruntime_genai as og
 
+        _probe_sessions.pop(str(self.path), None)
         width = max(len(r) for r in rows)
         ids = np.array([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=np.int32)
         params = og.GeneratorParams(self.model.engine)
@@ -120,7 +124,8 @@ class OrtLoaded(EngineLoaded):
         return session.run(["logits"], feed)[0][0].astype(np.float32)
 
     def _probe_session(self):
-        if self._session is None:
+        key = str(self.path)
+        if key not in _probe_sessions:
             import onnxruntime as ort
 
             cfg = json.loads((Path(self.path) / "genai_config.json").read_text())["model"]["decoder"]
@@ -130,15 +135,15 @@ class OrtLoaded(EngineLoaded):
             session = ort.InferenceSession(str(Path(self.path) / cfg["filename"]), opts,
                                            providers=["CPUExecutionProvider"])
             kv_inputs = [i.name for i in session.get_inputs() if i.name.startswith("past_key_values")]
-            self._session = (session, kv_inputs, cfg["num_key_value_heads"], cfg["head_size"])
-        return self._session
+            _probe_sessions[key] = (session, kv_inputs, cfg["num_key_value_heads"], cfg["head_size"])
+        return _probe_sessions[key]
 
     @property
     def model_bytes(self) -> int:
         return int(sum(p.stat().st_size for p in Path(self.path).iterdir() if p.name.startswith("model.onnx")))
 
     def close(self) -> None:
-        self._session = None
+        _probe_sessions.pop(str(self.path), None)
         self.model.engine = None
 
 
