@@ -71,6 +71,7 @@ def test_speed(llm_benchmark, llm_model):
     llm_benchmark()
 '''
 GATED = ("throughput_tok_s", "ttft_s")
+SPREAD_LINES: list[str] = []  # the spread of the stored pool's session medians, printed with the results
 DETECTED_ON = "throughput_tok_s"
 
 
@@ -199,6 +200,18 @@ def stored_mode(args, work: Path, env: dict) -> dict[int, Tally]:
         pool.setdefault(kind, []).append(read_run(out))
         print(f"stored pool: {i + 1}/{len(order)} sessions", file=sys.stderr, flush=True)
     a_runs = pool["a"]
+    for kind, runs in sorted(pool.items(), key=lambda kv: str(kv[0])):
+        for name in sorted({r.name for run in runs for r in run.benchmarks}):
+            medians = sorted(r.metrics[DETECTED_ON].median for run in runs for r in run.benchmarks
+                             if r.name == name and DETECTED_ON in r.metrics)
+            if len(medians) >= 2:
+                import statistics
+
+                sd = statistics.stdev(math.log(m) for m in medians if m > 0)
+                label = "unchanged" if kind == "a" else f"slowed {kind * 100:.0f}%"
+                SPREAD_LINES.append(f"{label} {name}: {len(medians)} session medians of {DETECTED_ON} "
+                                    f"{medians[0]:.4g} .. {medians[len(medians) // 2]:.4g} .. {medians[-1]:.4g} "
+                                    f"(sd of logs {sd:.3f}, spread {100 * math.expm1(sd):.1f}%)")
     rng = random.Random(2)
     tallies = {}
     for k in args.histories:
@@ -310,6 +323,8 @@ def main(argv=None) -> int:
                         help="injected slowdowns in percent (default 10,30)")
     parser.add_argument("--threshold", type=float, default=5.0, help="relative threshold in percent (default 5)")
     parser.add_argument("--alpha", type=float, default=0.01, help="the run's false-alarm budget (default 0.01)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for every session (default: unset, torch's own choice)")
     args = parser.parse_args(argv)
     args.histories = [int(x) for x in args.histories.split(",")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -324,8 +339,13 @@ def main(argv=None) -> int:
         lines = [f"# gate quality: threshold {args.threshold:g}% on {', '.join(GATED)}, alpha {args.alpha:g} per run "
                  f"(Bonferroni over {2 * len(GATED)} comparisons), slowdowns "
                  f"{', '.join(f'{s * 100:.0f}%' for s in args.slowdowns)}"]
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+            lines.append(f"sessions run with OMP_NUM_THREADS={args.threads}")
         if "stored" in modes:
-            for k, tally in stored_mode(args, work, env).items():
+            tallies = stored_mode(args, work, env)
+            lines += ["", "## the stored pool: spread of the session medians"] + SPREAD_LINES
+            for k, tally in tallies.items():
                 lines += [""] + tally.lines(f"stored baseline, {k} stored run{'s' if k != 1 else ''} of history "
                                             f"(pool: {args.pool_a} A + {args.pool_b} per slowdown sessions; "
                                             f"{args.resample} histories drawn per current session)")

@@ -103,13 +103,21 @@ def _read(path: Path) -> Optional[str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. An exited process that its parent has not reaped yet (a zombie, e.g. the
+    ``--llmeff-ab`` baseline, a child of this very process, which reaps it only at the end) is not alive: its state
+    in /proc says ``Z``. It is not reaped here, so its exit status stays for ``subprocess`` to read."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill's answer stands
 
 
 def record_file_name(nodeid: str, name: str) -> str:

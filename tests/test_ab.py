@@ -83,6 +83,43 @@ def test_one_command_passes_unchanged_code(llmeff_pytester, repo):
     assert data["benchmarks"][0]["verdicts"][0]["status"] in ("ok", "improved", "near-miss")
 
 
+CRASHING = """import os
+
+
+class _Crash(float):
+    \"\"\"0.0 for the first rounds; then the whole process dies (as a segfaulting extension would), mid-run.\"\"\"
+    calls = 0
+
+    def __rmul__(self, other):
+        _Crash.calls += 1
+        if _Crash.calls > 4:
+            os._exit(3)
+        return 0.0
+
+
+SLOWDOWN = _Crash(0.0)
+"""
+
+
+@pytest.mark.slow
+def test_a_baseline_that_crashes_mid_run_is_reported_and_nothing_is_judged_on_missing_pairs(llmeff_pytester, repo):
+    (repo / "src" / "abpkg" / "__init__.py").write_text(CRASHING)
+    _git(repo, "commit", "-qam", "crashes")
+    (repo / "src" / "abpkg" / "__init__.py").write_text("SLOWDOWN = 0.0\n")  # the candidate's working tree
+    result, data = _ab(llmeff_pytester, "HEAD")
+    text = result.stdout.str()
+    assert result.ret == 0, text  # the candidate itself passed; no verdict was made on pairs that never happened
+    assert "INTERNALERROR" not in text and "Traceback" not in text
+    # the candidate noticed the dead partner (an unreaped child: a zombie) at once and said why, with the log's tail
+    assert "exited with code 3; benchmarks without a baseline pair are not judged" in text
+    assert "went on alone: the baseline process (pid" in text and "ab:   $ " in text
+    assert data is not None and len(data["benchmarks"]) == 1  # the candidate's results are written
+    record = data["benchmarks"][0]
+    assert not any(v["status"] in ("regressed", "improved") for v in record["verdicts"])
+    assert any("interleave baseline has no record" in w or "went on alone" in w for w in record["warnings"])
+    assert len(_git(repo, "worktree", "list").splitlines()) == 1
+
+
 def test_a_ref_without_the_benchmarks_is_reported_not_judged(llmeff_pytester, repo):
     (repo / "empty.txt").write_text("x")
     _git(repo, "checkout", "-q", "--orphan", "bare")
