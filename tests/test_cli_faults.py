@@ -164,13 +164,13 @@ def test_compare_still_judges_and_lists_new_and_missing(tmp_path, capsys):
     write_run(make_run(tps=(99.0, 100.0, 98.0, 99.5, 98.5)), folder / "0001_abc_20260101T000000Z.json")
     write_run(make_run(tps=(101.0, 102.0, 100.0, 101.5, 100.5)), folder / "0002_abc_20260101T000001Z.json")
     base = write_run(make_run(), folder / "0003_abc_20260101T000002Z.json")
-    slow = make_run(tps=(70.0, 71.0, 69.0, 70.5, 69.5))
+    slow = make_run(tps=(40.0, 41.0, 39.0, 40.5, 39.5))
     slow.benchmarks.append(make_run(nodeid="bench/test_gen.py::test_other[m-fp32-b4]").benchmarks[0])
     current = write_run(slow, tmp_path / "slow.json")
     args = ["compare", str(base), str(current), "--fail", "throughput_tok_s:5%", "--storage", str(tmp_path / "store")]
     assert cli.main(args) == 1
     out = capsys.readouterr().out
-    assert "regressed" in out and "-30.0%" in out
+    assert "regressed" in out and "-60.0%" in out
     assert "new (no baseline): bench/test_gen.py::test_other[m-fp32-b4]" in out.splitlines()
     assert "and the 2 stored runs before it" in out
 
