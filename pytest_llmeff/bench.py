@@ -117,13 +117,14 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     ctx = runner.EnergyContext(country_iso3=options.country_iso_code,
                                idle_power_w=session.meters.idle_power_w(meter_device),
                                idle_requested=options.idle_s > 0)
-    turnstile = session.turnstile  # lockstep A/B: the turn passes to the partner after each timed round
+    turnstile = session.turnstile  # lockstep A/B: the turn passes after the warm-up and after each timed round
     with translate_oom(variant, loaded.device, variant.batch_size):
         measured = runner.run(loaded, list(plan_.prompts), batch_size=variant.batch_size,
                               max_new_tokens=plan_.max_new_tokens, stop=plan_.rule, warmup=plan_.warmup,
                               meter=meter, energy_ctx=ctx,
                               peak_tflops=options.peak_tflops or known_peak_tflops(loaded),
                               after_round=turnstile.step if turnstile is not None else None,
+                              before_rounds=turnstile.step if turnstile is not None else None,
                               flops_cache=session.flops_cache)
     measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
     if variant.load_key not in session.loads_timed:

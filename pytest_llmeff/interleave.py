@@ -10,7 +10,8 @@ The protocol lives in one directory both processes are given (``--llmeff-interle
 
 - ``turn`` holds the role whose turn it is (``baseline`` or ``candidate``), replaced atomically. The baseline
   starts. A process holds the turn for everything it does (loading, warm-up, a timed round, FLOP counting, the
-  quality probe) and passes it after each timed round, so the other side never works while one side measures.
+  quality probe) and passes it after its warm-up and after each timed round, so the other side never works while
+  one side measures, and every timed round starts right after the partner's turn (the first one included).
 - ``<role>.state`` holds ``running <pid>`` or ``done``. A partner that is done, whose process is gone, or that
   has not started within ``start_timeout_s`` releases the other side: it goes on alone, and its records say the
   rounds were not interleaved (``interleaved: false``), so no paired comparison is made on them.

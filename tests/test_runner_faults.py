@@ -122,3 +122,26 @@ def test_a_too_long_prompt_passes_with_the_warning_in_the_json_and_the_table(llm
     message = _expected(bench["prompt_tokens"], 2)
     assert message in bench["warnings"]
     result.stdout.fnmatch_lines([f"warning: {bench['variant']['id']}: {message}"])
+
+
+def test_lockstep_callbacks_pass_the_turn_after_the_warm_up_and_after_each_round_never_inside_a_timing(tiny_model):
+    """Lockstep passes the turn after the warm-up (``before_rounds``) and after each timed round, so every timed
+    round, the first included, starts right after the partner's work; no callback runs inside a timed call."""
+    calls: list[str] = []
+    original = tiny_model.generate_ids
+
+    def logged(*args, **kwargs):
+        calls.append("generate")
+        return original(*args, **kwargs)
+
+    tiny_model.generate_ids = logged
+    try:
+        runner.run(tiny_model, ["hello world"], batch_size=1, max_new_tokens=2, rounds=3, warmup=2, meter=None,
+                   count_flops=False, before_rounds=lambda: calls.append("turn"),
+                   after_round=lambda: calls.append("turn"))
+    finally:
+        tiny_model.generate_ids = original
+    # the warm-up, the turn, three timed rounds each followed by the turn; an untimed generate may follow (the
+    # memory delta's own window), after the last turn came back
+    assert calls[:9] == ["generate", "generate", "turn", "generate", "turn", "generate", "turn", "generate", "turn"]
+    assert "turn" not in calls[9:]
