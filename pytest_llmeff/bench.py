@@ -125,6 +125,7 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
                               peak_tflops=options.peak_tflops or known_peak_tflops(loaded),
                               after_round=turnstile.step if turnstile is not None else None,
                               before_rounds=turnstile.step if turnstile is not None else None,
+                              agree=getattr(session, "agree", None),
                               flops_cache=session.flops_cache)
     measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
     if variant.load_key not in session.loads_timed:

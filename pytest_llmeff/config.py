@@ -27,6 +27,7 @@ DEFAULT_COMPARE_HISTORY = 10  # stored runs the stored-baseline gate learns the 
 DEFAULT_STORAGE = ".llmeff/baselines"  # stored runs, one folder per machine fingerprint
 DEFAULT_RESULTS_DIR = ".llmeff/runs"  # the per-session results files (never a stored baseline)
 CACHE_ENV = "LLMEFF_CACHE_DIR"
+PARALLEL_MODES = ("replicas", "tensor")  # --llmeff-parallel: how the ranks of a launch share a benchmark
 INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
 
 # (option, ini name, ini type, help, argparse extras)
@@ -123,6 +124,10 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      "balance the shards by the measured times of a previous run (a run file, e.g. the last merged run, or a "
      "stored baseline NAME) instead of parameters x batch x tokens; every shard must be given the same one",
      {"metavar": "PATH|NAME"}),
+    ("--llmeff-parallel", "llmeff_parallel", "string",
+     "under torchrun / accelerate launch: 'replicas' (default: every rank loads its own copy and runs its own "
+     "batch, data parallel) or 'tensor' (the ranks load each model once, split by transformers' tensor-parallel "
+     "plan, tp_plan='auto', and generate together)", {"metavar": "MODE"}),
     ("--llmeff-markdown", "llmeff_markdown", "string",
      "write the report as markdown to PATH (also appended to $GITHUB_STEP_SUMMARY when set)", {"metavar": "PATH"}),
     ("--llmeff-csv", "llmeff_csv", "string", "write one CSV row per benchmark and metric to PATH",
@@ -214,6 +219,7 @@ class LlmeffConfig:
     shard_costs: Optional[str] = None  # --llmeff-shard-costs: the run whose times balance the shards
     log_json: Optional[Path] = None  # --llmeff-log-json: the event log, one JSON object per line
     threads: Optional[int] = None  # --llmeff-threads: every engine's thread count (None: what torch uses)
+    parallel: str = "replicas"  # --llmeff-parallel under a launcher: replicas (data parallel) or tensor
 
     @property
     def target_ci_pct(self) -> float:
@@ -428,6 +434,9 @@ def resolve(pytest_config) -> LlmeffConfig:
                            "same benchmarks on both sides; shard the baseline and candidate runs separately")
     if shard_costs and shard is None:
         raise UsageProblem(f"--llmeff-shard-costs={shard_costs} needs --llmeff-shard=K/N (or auto)")
+    parallel = text("llmeff_parallel") or "replicas"
+    if parallel not in PARALLEL_MODES:
+        raise UsageProblem(f"--llmeff-parallel={parallel!r} is not allowed; allowed: {', '.join(PARALLEL_MODES)}")
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     html, pareto, weights = text("llmeff_html"), text("llmeff_pareto"), text("llmeff_score_weights")
     if pareto or weights:
@@ -465,7 +474,7 @@ def resolve(pytest_config) -> LlmeffConfig:
         interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
         stop_cli=stop_cli, stop_ini=stop_ini, columns=columns, ab=ab, ab_python=ab_python,
         html=Path(html) if html else None, pareto=pareto, score_weights=weights,
-        shard=shard, shard_costs=shard_costs,
+        shard=shard, shard_costs=shard_costs, parallel=parallel,
         log_json=Path(os.path.expanduser(text("llmeff_log_json"))) if text("llmeff_log_json") else None,
         threads=_int_value("--llmeff-threads", text("llmeff_threads"), 1),
     )

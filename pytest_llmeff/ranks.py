@@ -1,8 +1,15 @@
 """A session that is one rank of torchrun / accelerate launch (``launcher.Launch``): every rank runs the same
-benchmarks as a data-parallel replica; the ranks start each benchmark together (a barrier), rank 0 gathers every
-rank's records and loads over ``torch.distributed`` (gloo: plain Python objects, no GPU needed) and alone prints
-and writes. Energy is counted once per physical device (``launcher.owns_device``); a rank that does not own its
-device's meter records no energy for it and says who counts it.
+benchmarks; the ranks start each benchmark together (a barrier), rank 0 gathers every rank's records and loads over
+``torch.distributed`` (gloo: plain Python objects, no GPU needed) and alone prints and writes. Energy is counted
+once per physical device (``launcher.owns_device``); a rank that does not own its device's meter records no energy
+for it and says who counts it.
+
+``--llmeff-parallel=replicas`` (default): each rank is a data-parallel replica, its own model copy on its own
+pinned GPU. ``--llmeff-parallel=tensor``: the ranks load each model once, split by transformers' tensor-parallel
+plan over all of them, and every generate is a collective, so every rank must make exactly the same generate
+calls: the decisions that depend on a rank's own measurements (the stop rule's "enough rounds", the energy
+re-measure) are rank 0's, broadcast (``agree``). GPUs are not pinned then: transformers binds rank r to
+``cuda:<local rank>`` itself.
 
 Imports torch only here, and this module loads only under a launcher.
 """
@@ -38,15 +45,17 @@ def check(config, launch: Launch) -> None:
 
 
 def start(session, launch: Launch) -> None:
-    """Pin this rank's GPU (before CUDA starts), join the process group, share the meters."""
+    """Pin this rank's GPU (before CUDA starts; replicas only), join the process group, share the meters."""
+    tensor = session.options.parallel == "tensor"
     gpus = xdist_gpu.visible_gpus(os.environ)
-    if gpus and launch.local_world_size <= len(gpus):
+    if gpus and launch.local_world_size <= len(gpus) and not tensor:
         os.environ[xdist_gpu.CUDA_ENV] = gpus[launch.local_rank]
     import torch.distributed as dist
 
     if not dist.is_initialized():
         timeout_s = float(os.environ.get(TIMEOUT_ENV, "1800"))
-        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+        # tensor parallel on GPUs: the model's collectives need NCCL; the records are gathered over gloo
+        dist.init_process_group(backend_for(tensor, gpus), timeout=timedelta(seconds=timeout_s))
         session.rank_group_owned = True
     from pytest_llmeff.measure.meter import OffMeter
     from pytest_llmeff.measure.meter_set import device_kind
@@ -61,6 +70,26 @@ def start(session, launch: Launch) -> None:
         return OffMeter(f"counted once per device: local rank 0 of {socket.gethostname()} reads {kind}")
 
     meters.for_device = for_device
+    if tensor:
+        session.agree = agree  # the ranks generate together: rank 0's stop and re-measure decisions for all
+
+
+def backend_for(tensor: bool, gpus: list) -> str:
+    """The process group's backend: gloo, plus NCCL for CUDA tensors under tensor parallelism on GPUs."""
+    return "cpu:gloo,cuda:nccl" if tensor and gpus else "gloo"
+
+
+def agree(value):
+    """Rank 0's ``value`` on every rank (a picklable object; the rank's own when no process group is up).
+    Under tensor parallelism every generate is a collective: a rank that stopped a round earlier than the others
+    would leave them waiting for it forever."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:
@@ -95,14 +124,17 @@ def gather(session, launch: Launch) -> None:
     parts = sorted(parts, key=lambda p: p["rank"])
     session.records = [BenchmarkRecord.model_validate_json(raw) for p in parts for raw in p["records"]]
     session.loads = [LoadEvent.model_validate_json(raw) for p in parts for raw in p["loads"]]
+    tensor = session.options.parallel == "tensor"
     session.distributed = DistributedInfo(
-        launcher=launch.launcher, world_size=launch.world_size, backend="gloo",
-        hosts=[p["host"] for p in parts], aggregate=aggregate(session.records))
+        launcher=launch.launcher, world_size=launch.world_size, parallel=session.options.parallel,
+        backend=backend_for(tensor, xdist_gpu.visible_gpus(os.environ)),
+        hosts=[p["host"] for p in parts], aggregate=aggregate(session.records, tensor=tensor))
 
 
-def aggregate(records) -> list:
-    """Per benchmark over the ranks: the summed median throughput (the replicas ran between the same barriers),
-    the slowest rank's median latency, the summed energy of the ranks that read a meter."""
+def aggregate(records, tensor: bool = False) -> list:
+    """Per benchmark over the ranks: the summed median throughput (the replicas ran between the same barriers;
+    under tensor parallelism, ``tensor``, the ranks generated the same tokens together: the group's throughput is
+    the slowest rank's), the slowest rank's median latency, the summed energy of the ranks that read a meter."""
     from pytest_llmeff.results import RankAggregate
 
     groups: dict = {}
@@ -115,7 +147,8 @@ def aggregate(records) -> list:
 
         tput, lat, energy = medians("throughput_tok_s"), medians("latency_s"), medians("energy_j")
         out.append(RankAggregate(nodeid=nodeid, name=name, ranks=sorted(r.rank for r in recs if r.rank is not None),
-                                 throughput_tok_s_sum=sum(tput) if tput else None,
+                                 throughput_tok_s_sum=sum(tput) if tput and not tensor else None,
+                                 throughput_tok_s_group=min(tput) if tput and tensor else None,
                                  latency_s_slowest=max(lat) if lat else None,
                                  energy_j_sum=sum(energy) if energy else None, energy_ranks=len(energy)))
     return out

@@ -320,9 +320,11 @@ BenchmarkRecord.model_rebuild()  # its ``machine`` field names MachineInfo, defi
 
 class RankAggregate(BaseModel):
     """One benchmark over the ranks of a launch: ``throughput_tok_s_sum`` the sum of the ranks' median
-    throughputs (tok/s; data-parallel replicas started together), ``latency_s_slowest`` the largest median
-    latency (s), ``energy_j_sum`` the summed median energy (J) of the ``energy_ranks`` ranks that read a meter
-    (one per physical device)."""
+    throughputs (tok/s; data-parallel replicas started together; None under tensor parallelism, where the ranks
+    generate the same tokens together), ``throughput_tok_s_group`` under tensor parallelism the group's throughput
+    (tok/s: the slowest rank's median, since the group is done when its last rank is), ``latency_s_slowest`` the
+    largest median latency (s), ``energy_j_sum`` the summed median energy (J) of the ``energy_ranks`` ranks that
+    read a meter (one per physical device)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -330,6 +332,7 @@ class RankAggregate(BaseModel):
     name: str
     ranks: list[int] = Field(default_factory=list)
     throughput_tok_s_sum: Optional[float] = None
+    throughput_tok_s_group: Optional[float] = None
     latency_s_slowest: Optional[float] = None
     energy_j_sum: Optional[float] = None
     energy_ranks: int = 0
@@ -337,12 +340,15 @@ class RankAggregate(BaseModel):
 
 class DistributedInfo(BaseModel):
     """A run of several ranks (torchrun, accelerate launch; schema 1.1, optional): the launcher, the world size,
-    the backend the records were gathered over, each rank's host, and the per-benchmark aggregate."""
+    ``parallel`` (``replicas``: each rank its own model copy and batch; ``tensor``: one model split over the ranks
+    by transformers' tensor-parallel plan), the backend(s) of the process group, each rank's host, and the
+    per-benchmark aggregate."""
 
     model_config = ConfigDict(extra="forbid")
 
     launcher: str
     world_size: int
+    parallel: str = "replicas"
     backend: str = "gloo"
     hosts: list[str] = Field(default_factory=list)
     aggregate: list[RankAggregate] = Field(default_factory=list)

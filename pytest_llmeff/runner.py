@@ -27,7 +27,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from pytest_llmeff import events
 from pytest_llmeff.measure.contention import ContentionProbe, contention_warning
@@ -159,7 +159,8 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
         meter: Optional[Meter], rounds: Optional[int] = None, stop: Optional[StopRule] = None,
         count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
         peak_tflops: Optional[float] = None, after_round: Optional[Callable[[], None]] = None,
-        flops_cache: Optional[dict] = None, before_rounds: Optional[Callable[[], None]] = None) -> Measured:
+        flops_cache: Optional[dict] = None, before_rounds: Optional[Callable[[], None]] = None,
+        agree: Optional[Callable[[Any], Any]] = None) -> Measured:
     """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples.
 
     ``stop``: the stop rule; without one, exactly ``rounds`` rounds. ``after_round``: called after each timed
@@ -167,7 +168,8 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
     warm-up, before the first timed round (lockstep passes the turn there too, so that every timed round, the
     first included, starts right after the partner's work: measured here, a first round that followed its own
     warm-up directly ran 25% faster than the rest, a -0.19 log-ratio outlier in every pair's first round).
-    ``flops_cache``: the session's counted FLOPs
+    ``agree``: under tensor parallelism, turns this rank's decision into rank 0's (every rank must make the same
+    generate calls): the stop rule's reason after each round and the energy re-measure's plan. ``flops_cache``: the session's counted FLOPs
     by (model, batch, prompt length, steps), read and filled here.
     """
     if stop is None:
@@ -196,12 +198,12 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
     if before_rounds is not None:
         before_rounds()
 
-    latencies = _timed_rounds(measured, loaded, inputs, max_new_tokens, batch_size, meter, stop, after_round)
+    latencies = _timed_rounds(measured, loaded, inputs, max_new_tokens, batch_size, meter, stop, after_round, agree)
 
     if meter is not None:
         phase_start = time.perf_counter()
         _energy_phase(measured, meter, measured.round_energy, latencies, generate, inputs, loaded, ctx,
-                      batch_size)
+                      batch_size, agree)
         measured.time_s["energy_extra"] = time.perf_counter() - phase_start
 
     if count_flops:
@@ -212,7 +214,7 @@ def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
 
 
 def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch_size: int, meter: Optional[Meter],
-                  stop: StopRule, after_round) -> list[float]:
+                  stop: StopRule, after_round, agree=None) -> list[float]:
     """Time rounds until ``stop`` says why to stop; fill ``measured`` and return the round latencies (s)."""
     device = loaded.device
     peak = PeakMemory(device, getattr(loaded, "devices", ()))
@@ -263,6 +265,8 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
             after_round()
         elapsed = time.perf_counter() - loop_start
         reason = stop.decide(measured.samples, len(latencies), elapsed)
+        if agree is not None:  # tensor parallel: rank 0's decision, so every rank makes the same generate calls
+            reason = agree(reason)
         if events.active():
             events.emit("round", round=len(latencies), latency_s=latency, ttft_s=ttft,
                         throughput_tok_s=gen.tokens_total / latency,
@@ -353,13 +357,17 @@ def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latenc
 
 
 def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measurement], latencies: list[float],
-                  generate, inputs, loaded, ctx: EnergyContext, batch_size: int) -> None:
+                  generate, inputs, loaded, ctx: EnergyContext, batch_size: int, agree=None) -> None:
     device = loaded.device
     real = _is_real(meter)
     median_latency = statistics.median(latencies)
     repeats = _repeats_for(meter, median_latency)
+    remeasure = repeats > 1 and real
+    if agree is not None:  # tensor parallel: rank 0 (which reads the meter) decides; the others generate along
+        agreed, remeasure = agree((repeats, remeasure))
+        repeats = agreed if remeasure else repeats
     windows = round_energy
-    if repeats > 1 and real:
+    if remeasure:
         # one generate is shorter than the meter can resolve: re-measure over repeated generates per window
         windows = [_energy_window(meter, generate, repeats, device) for _ in range(len(latencies))]
         measured.energy_repeats = repeats
@@ -400,7 +408,7 @@ def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measureme
                                          "is not reported")
     for note in meter.fallback_notes:
         measured.warnings.append(f"energy meter fallback: {note}")
-    if not seen:
+    if not (seen if agree is None else agree(seen)):  # tensor parallel: rank 0 reads; the others generate along
         return
 
     # prefill-only energy: generate of one token on the same batch, repeated to fill the meter's resolution
@@ -412,6 +420,8 @@ def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measureme
     _sync(device)
     prefill_s = time.perf_counter() - t0
     p_repeats = _repeats_for(meter, prefill_s) if real else 1
+    if agree is not None:
+        p_repeats = agree(p_repeats)
     prefill_j = []
     for _ in range(min(3, len(latencies))):
         w = _energy_window(meter, prefill, p_repeats, device)

@@ -85,6 +85,9 @@ class LlmeffSession:
     shard_sent: bool = False  # an xdist worker handed its shard_info to the controller
     launch: Optional[Any] = None  # torchrun / accelerate launch: this rank (launcher.Launch), else None
     distributed: Optional[Any] = None  # rank 0 after the gather: results.DistributedInfo
+    # --llmeff-parallel=tensor: takes a decision and returns rank 0's (ranks.agree), so that every rank makes the
+    # same generate calls; None otherwise
+    agree: Optional[Callable[[Any], Any]] = None
     rank_group_owned: bool = False  # the plugin made the torch.distributed process group (and leaves it)
     outputs: Optional["Outputs"] = None
     events: Optional["EventLog"] = None  # the event stream (--llmeff-log-json, live progress); startup opens it
@@ -102,7 +105,8 @@ class LlmeffSession:
         if self._models is None:
             from pytest_llmeff.backends.cache import ModelCache
 
-            self._models = ModelCache(self.options.cache_dir, self.progress, getattr(self.options, "threads", None))
+            self._models = ModelCache(self.options.cache_dir, self.progress, getattr(self.options, "threads", None),
+                                      tensor_parallel=getattr(self.options, "parallel", "replicas") == "tensor")
         return self._models
 
     def take_new_loads(self) -> list["LoadEvent"]:

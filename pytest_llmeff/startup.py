@@ -191,6 +191,10 @@ def _launch(config, options):
 
     launch = detect(os.environ)
     if launch is None:
+        if options.parallel == "tensor":
+            raise UsageProblem("--llmeff-parallel=tensor splits each model over the ranks of a launch, and this "
+                               "is a single process (WORLD_SIZE is not set, or 1); start it with torchrun "
+                               "--nproc-per-node N -m pytest ... (N >= 2) or accelerate launch")
         return None
     from pytest_llmeff.ranks import check
 

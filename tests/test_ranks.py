@@ -129,3 +129,64 @@ def test_a_launch_with_xdist_is_one_usage_line(llmeff_pytester, monkeypatch):
     assert result.ret == 4
     errors = [line for line in result.stderr.lines if "pytest-llmeff:" in line]
     assert len(errors) == 1 and "run it without pytest-xdist's -n" in errors[0]
+
+
+TENSOR_PARALLEL = """
+import json, os
+import pytest
+
+@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=4, warmup=1, quality=False)
+def test_tp(llm_benchmark, llm_model):
+    llm_benchmark()
+    inputs = llm_model.encode(["hello world"])
+    out = llm_model.generate_ids(inputs, 6, fixed_length=True)
+    with open(f"tokens-{os.environ['RANK']}.json", "w") as fh:
+        json.dump(out.tolist(), fh)
+"""
+
+
+@pytest.mark.slow
+def test_tensor_parallel_on_two_cpu_ranks_generates_the_single_process_tokens_with_rounds_agreed(
+        llmeff_pytester, tiny_model):
+    """--llmeff-parallel=tensor: transformers splits the model over 2 gloo ranks (its parameters are DTensors);
+    greedy tokens equal one process's; the stop rule runs (no fixed rounds) and rank 0's decisions are broadcast,
+    so both ranks time the same rounds (without the agreement a rank that stops first leaves the other blocked
+    in a collective: this test would time out); one run file, a rank column in the table."""
+    llmeff_pytester.makepyfile(test_tp=TENSOR_PARALLEL)
+    llmeff_pytester.makeconftest(COUNTING_METER)
+    out = llmeff_pytester.path / "tp.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--llmeff-json={out}",
+                           "--llmeff-parallel=tensor", "--llmeff-max-time=1", "--llmeff-target-ci=10"],
+                          cwd=llmeff_pytester.path, env=env, capture_output=True, text=True, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-4000:]
+    data = json.loads(out.read_text())
+    recs = sorted(data["benchmarks"], key=lambda b: b["rank"])
+    assert [r["rank"] for r in recs] == [0, 1]
+    rounds = [len(r["metrics"]["latency_s"]["samples"]) for r in recs]
+    assert rounds[0] == rounds[1] >= 6, rounds
+    assert recs[0]["stop"]["reason"] == recs[1]["stop"]["reason"]
+    dist = data["distributed"]
+    assert dist["parallel"] == "tensor" and dist["world_size"] == 2 and dist["backend"] == "gloo"
+    (agg,) = dist["aggregate"]
+    assert agg["throughput_tok_s_sum"] is None  # one model split over the ranks, not two replicas
+    assert agg["throughput_tok_s_group"] == min(r["metrics"]["throughput_tok_s"]["median"] for r in recs)
+    assert agg["energy_ranks"] == 1  # the CPU read once, by local rank 0
+    tokens = [json.loads((llmeff_pytester.path / f"tokens-{rank}.json").read_text()) for rank in (0, 1)]
+    single = tiny_model.generate_ids(tiny_model.encode(["hello world"]), 6, fixed_length=True).tolist()
+    assert tokens[0] == tokens[1] == single
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("test ") and " rank " in line)
+    assert "precision" in header
+
+
+def test_tensor_parallel_without_a_launch_is_one_usage_line(llmeff_pytester):
+    llmeff_pytester.makepyfile(test_two=TWO_VARIANTS)
+    result = llmeff_pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llmeff-parallel=tensor")
+    assert result.ret == 4
+    errors = [line for line in result.stderr.lines if "pytest-llmeff:" in line]
+    assert len(errors) == 1 and "is a single process" in errors[0] and "torchrun" in errors[0]
+    result = llmeff_pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llmeff-parallel=pipeline")
+    errors = [line for line in result.stderr.lines if "pytest-llmeff:" in line]
+    assert result.ret == 4 and len(errors) == 1 and "'pipeline' is not allowed; allowed: replicas, tensor" in errors[0]

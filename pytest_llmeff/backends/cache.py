@@ -20,10 +20,11 @@ from pytest_llmeff.variants import Variant
 
 class ModelCache:
     def __init__(self, cache_root: Path, progress: Optional[Callable[[str], None]] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, tensor_parallel: bool = False):
         self.cache_root = Path(cache_root)
         self.progress = progress
         self.threads = threads  # --llmeff-threads (None: what torch uses)
+        self.tensor_parallel = tensor_parallel  # --llmeff-parallel=tensor: one model split over the launch's ranks
         self._key: Optional[str] = None
         self._loaded = None
         self._failed: dict[str, str] = {}
@@ -48,7 +49,7 @@ class ModelCache:
         from pytest_llmeff.backends.engine import load
 
         try:
-            loaded = load(variant, self.cache_root, self.progress, self.threads)
+            loaded = load(variant, self.cache_root, self.progress, self.threads, tensor_parallel=self.tensor_parallel)
         except VariantUnsupported as exc:
             self._unsupported[key] = str(exc)
             self._error_class[key] = type(exc)

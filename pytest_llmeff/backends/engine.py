@@ -260,12 +260,18 @@ def eos_ids_of(path: Path, config, tokenizer) -> list[int]:
     return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]
 
 
-def load(variant, cache_root: Path, progress=None, threads: Optional[int] = None):
+def load(variant, cache_root: Path, progress=None, threads: Optional[int] = None, tensor_parallel: bool = False):
     """Load ``variant`` with its engine: transformers through ``hf.load``, the others through their module's
-    ``load(variant, cache_root, progress, threads)``. The engine's package missing is a skip naming the extra."""
+    ``load(variant, cache_root, progress, threads)``. The engine's package missing is a skip naming the extra.
+    ``tensor_parallel``: split the model over the launch's ranks (transformers only; another engine is a skip)."""
     import importlib
 
+    from pytest_llmeff.errors import VariantUnsupported
+
     engine = getattr(variant, "engine", DEFAULT_ENGINE)
+    if tensor_parallel and engine != DEFAULT_ENGINE:
+        raise VariantUnsupported(f"engine={engine!r} has no tensor parallelism here; --llmeff-parallel=tensor "
+                                 f"loads transformers models only (engine={DEFAULT_ENGINE!r})")
     s = spec(engine)
     require_package(engine)
     n = resolve_threads(threads)
@@ -276,7 +282,7 @@ def load(variant, cache_root: Path, progress=None, threads: Optional[int] = None
             import torch
 
             torch.set_num_threads(n)
-        loaded = hf.load(variant, cache_root, progress)
+        loaded = hf.load(variant, cache_root, progress, tensor_parallel=tensor_parallel)
         loaded.threads = n
         return loaded
     module = importlib.import_module(f"pytest_llmeff.backends.{s.module}")

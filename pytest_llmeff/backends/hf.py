@@ -93,6 +93,7 @@ class LoadedModel:
     eos_ids: list[int] = field(default_factory=list)
     threads: Optional[int] = None  # torch's thread count when it was loaded (engine.load sets it)
     devices: tuple[str, ...] = ()  # a device_map model's GPUs (several: metered and peak-counted together)
+    counts_flops: bool = True  # False under tensor parallelism: FLOPs from the analytic count only
 
     def encode(self, prompts: Sequence[str]):
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
@@ -179,24 +180,27 @@ def resolve_path(variant: Variant, cache_root: Path, progress=None) -> tuple[Pat
     return _local_hub_snapshot(variant.model, variant.revision), None
 
 
-def _attempt(variant: Variant, cache_root: Path, device: str, progress) -> tuple:
+def _attempt(variant: Variant, cache_root: Path, device: str, progress, tensor_parallel: bool = False) -> tuple:
     """Resolve, check the memory fit and load once: (path, the LoadedModel or None, the failure's one line)."""
     path, converted_s = resolve_path(variant, cache_root, progress)
     memory_fit.check_fits(variant, path, device)
     try:
-        return path, _load_from(path, variant, device, converted_s), None
+        return path, _load_from(path, variant, device, converted_s, tensor_parallel), None
     except (ModelSourceError, VariantUnsupported):
         raise
     except Exception as exc:
         return path, None, f"{type(exc).__name__}: {integrity.one_line(exc)}"
 
 
-def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], None]] = None) -> LoadedModel:
+def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], None]] = None,
+         tensor_parallel: bool = False) -> LoadedModel:
     """Load ``variant``: resolve its weights (converting once if needed), then load model and tokenizer.
 
     On CPU the weights are first estimated against the memory available (VariantTooLarge, a skip, instead of
     the kernel's OOM killer). Out of memory while loading is LoadOutOfMemory (one line, memory freed). A cache
-    entry the plugin built that fails to load and is damaged (or has no manifest to tell) is rebuilt once."""
+    entry the plugin built that fails to load and is damaged (or has no manifest to tell) is rebuilt once.
+    ``tensor_parallel``: split over every rank of the launch (``DistributedConfig(tp_plan="auto")``); a
+    ``device_map`` or a quantized variant is a skip then (every rank must load alike, or the others wait)."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -205,7 +209,9 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VariantUnsupported(f"device={variant.device!r} needs CUDA, which is not available here")
     check_supported(variant, device)
-    path, loaded, failure = _attempt(variant, cache_root, device, progress)
+    if tensor_parallel:
+        _check_tensor_parallel(variant)
+    path, loaded, failure = _attempt(variant, cache_root, device, progress, tensor_parallel)
     if loaded is not None:
         return loaded
     # outside the except block: the failed load's frames (and any half-loaded weights) are released
@@ -218,13 +224,23 @@ def load(variant: Variant, cache_root: Path, progress: Optional[Callable[[str], 
     if not owned:
         raise ModelSourceError(f"{variant.model}: cannot load from {path} ({failure})")
     integrity.ensure_usable(path, cache_root, progress, problem=what)  # discards it, or raises if rebuilt before
-    path, loaded, failure = _attempt(variant, cache_root, device, progress)
+    path, loaded, failure = _attempt(variant, cache_root, device, progress, tensor_parallel)
     if loaded is not None:
         return loaded
     raise ModelSourceError(f"{variant.model}: cannot load from {path} even after rebuilding it ({failure})")
 
 
-def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[float]) -> LoadedModel:
+def _check_tensor_parallel(variant: Variant) -> None:
+    if variant.device_map:
+        raise VariantUnsupported(f"device_map={variant.device_map!r} cannot be combined with "
+                                 "--llmeff-parallel=tensor: the model is split over the ranks instead")
+    if variant.quantization is not None:
+        raise VariantUnsupported(f"quantization={variant.quant_label!r} is not tensor-parallel here; "
+                                 "--llmeff-parallel=tensor loads unquantized precisions only")
+
+
+def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[float],
+               tensor_parallel: bool = False) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -236,15 +252,20 @@ def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[
     except Exception:
         pass
     extra = from_pretrained_kwargs(variant)
+    placement: dict = {"device_map": variant.device_map or device}
+    if tensor_parallel:  # transformers places each rank's shard itself (cuda:<local rank>, or the CPU)
+        from transformers.distributed import DistributedConfig
+
+        placement = {"distributed_config": DistributedConfig(tp_plan="auto")}
     name = load_id(variant.model, variant.precision, variant.quantization)
     with translate_oom(name, device, phase="loading"):
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=getattr(torch, torch_dtype_name(variant)), local_files_only=True,
-            trust_remote_code=trc, device_map=variant.device_map or device, **extra,
+            trust_remote_code=trc, **placement, **extra,
         )
         model = after_load(model, variant)
-        if variant.device_map:
+        if variant.device_map or tensor_parallel:
             device = str(next(model.parameters()).device)
         model.eval()
         if device.startswith("cuda"):
@@ -256,6 +277,8 @@ def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[
     loaded = LoadedModel(model=model, tokenizer=tokenizer, variant=variant, device=device, path=path, load_s=load_s,
                          converted_s=converted_s)
     loaded.eos_ids = _eos_ids(model, tokenizer)
+    if tensor_parallel:  # torch's FlopCounterMode aborts the process inside DTensor's collectives (torch 2.13)
+        loaded.counts_flops = False
     if variant.device_map:
         from pytest_llmeff.measure.device_set import model_devices
 

@@ -273,9 +273,11 @@ def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = No
         metrics = table_metrics(rows, columns)
         marks = {m: column_marks(rows, m, target_ci_pct) for m in metrics}
         engines = any(r.variant.engine != "transformers" for r in rows)  # an engine column only when it varies
-        headers = (["test"] + (["engine"] if engines else []) + ["precision", "quant", "batch"]
-                   + [header_for(m) for m in metrics] + ["outcome"])
-        table = [[_label(r)] + ([r.variant.engine] if engines else [])
+        ranked = any(r.rank is not None for r in rows)  # torchrun / accelerate launch: which rank measured it
+        headers = (["test"] + (["rank"] if ranked else []) + (["engine"] if engines else [])
+                   + ["precision", "quant", "batch"] + [header_for(m) for m in metrics] + ["outcome"])
+        table = [[_label(r)] + ([r.rank if r.rank is not None else "-"] if ranked else [])
+                 + ([r.variant.engine] if engines else [])
                  + [_precision(r), r.variant.quantization or "-", r.variant.batch_size]
                  + [cell(r, m, target_ci_pct, marks[m].get(i, "")) for m in metrics]
                  + [r.outcome if r.outcome != "passed" else "ok"] for i, r in enumerate(rows)]
