@@ -3,9 +3,13 @@
 Every session here is an ordinary ``python -m pytest`` run of a generated suite, in its own process, exactly as a
 user's CI runs it: one test on a small random Llama saved as a local model directory (``--model small``, 3.6 M
 parameters; ``--model tiny``: the built-in 186 k one), expanded over ``batch_size=[1, 2]`` (two benchmarks), gated on ``throughput_tok_s`` and ``ttft_s`` with a relative threshold, so a run makes 4 tested comparisons and
-``--llmeff-alpha`` is split over them (Bonferroni). A slowdown is injected by busy-waiting after each generate
-for F x the time it took (compute-like, inside the timed call): throughput drops by F/(1+F) (10% -> 9.1%,
-30% -> 23%); TTFT is not slowed, so detection is scored on throughput only, false alarms on every gated metric.
+``--llmeff-alpha`` is split over them (Bonferroni). A slowdown is injected by a logits processor that runs first
+at every generation step and busy-waits F x the time since the previous step (compute-like, inside the timed
+call): latency grows by F, throughput drops by F/(1+F) (10% -> 9.1%, 30% -> 23%), prefill and decode alike.
+Detection is scored on throughput, false alarms on every gated metric; the measured change of the slowed
+comparisons is printed, since an injection is only as good as its measured size. (The first version busy-waited
+once after each generate: measured in lockstep, 10% of injected time slowed the rounds by 20-23%, twice the
+nominal size, probably the torch worker threads falling asleep during the long wait; per step it is +10-13%.)
 
 Modes (``--modes``, comma separated):
 
@@ -53,6 +57,23 @@ import os, pathlib, time, pytest
 SLOWDOWN = float(pathlib.Path(__file__).with_name("slowdown.txt").read_text().strip() or 0)
 
 
+class Spin:
+    """First logits processor of each generation step: busy-waits SLOWDOWN x the time since the previous step
+    ended (the first step: since the call began), so prefill and every decode step are slowed alike, inside the
+    timed generate, with the CPU held as compute would hold it."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+
+    def __call__(self, input_ids, scores):
+        now = time.perf_counter()
+        end = now + (now - self.last) * SLOWDOWN
+        while time.perf_counter() < end:
+            pass
+        self.last = time.perf_counter()
+        return scores
+
+
 @pytest.mark.llm_efficiency(model=os.environ["GQ_MODEL"], max_new_tokens=8, warmup=1, quality=False,
                             batch_size=[1, 2])
 def test_speed(llm_benchmark, llm_model):
@@ -60,12 +81,8 @@ def test_speed(llm_benchmark, llm_model):
         original = llm_model.generate_ids
 
         def slowed(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = original(*args, **kwargs)
-            end = time.perf_counter() + (time.perf_counter() - t0) * SLOWDOWN
-            while time.perf_counter() < end:  # busy-wait: a compute-like slowdown
-                pass
-            return out
+            kwargs["logits_processor"] = [Spin()] + list(kwargs.get("logits_processor") or [])
+            return original(*args, **kwargs)
 
         llm_model.generate_ids = slowed
     llm_benchmark()
@@ -101,10 +118,13 @@ class Tally:
     detect: dict = field(default_factory=dict)  # slowdown -> [caught, comparisons]
     honest: list = field(default_factory=lambda: [0, 0])  # caught, comparisons with slowdown >= reported MDE
     mdes: list = field(default_factory=list)
+    changes: dict = field(default_factory=dict)  # slowdown -> measured throughput changes of its comparisons
+    pairs: list = field(default_factory=list)  # paired rounds per comparison (lockstep modes)
     seconds: list = field(default_factory=list)  # wall time of one run of this mode
 
     def add_aa(self, verdicts: list[dict]) -> None:
         tested = [v for v in verdicts if v.get("p_value") is not None or v["status"] == "inconclusive"]
+        self.pairs.extend(v["n_current"] for v in verdicts if v.get("test", "").endswith("paired rounds"))
         self.runs_aa += 1
         self.runs_aa_alarm += any(v["status"] == "regressed" for v in verdicts)
         self.comps_aa += len(tested)
@@ -116,6 +136,8 @@ class Tally:
             if v["metric"] != DETECTED_ON:
                 continue
             caught = v["status"] == "regressed"
+            if v.get("change") is not None:
+                self.changes.setdefault(slowdown, []).append(v["change"])
             got = self.detect.setdefault(slowdown, [0, 0])
             got[0] += caught
             got[1] += 1
@@ -133,6 +155,13 @@ class Tally:
         for slowdown, (caught, n) in sorted(self.detect.items()):
             out.append(f"detection of a {slowdown * 100:.0f}% slowdown (throughput -{100 * slowdown / (1 + slowdown):.1f}%)"
                        f": {rate(caught, n)}")
+            got = sorted(self.changes.get(slowdown, []))
+            if got:
+                out.append(f"  measured throughput change of those comparisons: median {100 * got[len(got) // 2]:+.1f}%, "
+                           f"p10 {100 * got[len(got) // 10]:+.1f}%, p90 {100 * got[(9 * len(got)) // 10]:+.1f}%")
+        if self.pairs:
+            pr = sorted(self.pairs)
+            out.append(f"pairs per A/A comparison: median {pr[len(pr) // 2]}, range {pr[0]}-{pr[-1]}")
         if self.mdes:
             s = sorted(self.mdes)
             out.append(f"reported MDE (throughput): median {100 * s[len(s) // 2]:.1f}%, range "

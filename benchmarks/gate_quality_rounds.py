@@ -160,7 +160,8 @@ def worker(args) -> int:
         with open(directory / f"{args.worker}.jsonl", "w", encoding="utf-8") as out:
             for kind in plan(args.comparisons):
                 use = slowed if (kind == "A/B" and args.worker == "candidate") else model
-                samples = session(use, args, after_round=turnstile.step)
+                # fixed rounds on both sides: pass the turn after each round and keep the rule's reason
+                samples = session(use, args, after_round=lambda _s, _n, _e, reason: (turnstile.step(), reason)[1])
                 out.write(json.dumps({"kind": kind, "alone": turnstile.alone,
                                       "samples": {m: samples[m] for m in GATED + ("latency_s",)}}) + "\n")
         turnstile.finish()

@@ -93,13 +93,14 @@ def known_peak_tflops(loaded) -> Optional[float]:
     return peak_tflops(torch.cuda.get_device_name(loaded.device), "fp8" if loaded.variant.precision == "fp8" else dtype)
 
 
-def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[..., list]] = None):
+def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[..., list]] = None, where=None):
     """Run the standard protocol (``runner.run``) on ``loaded`` as ``plan_`` says, then, outside the timed rounds,
     the quality drift against the reference and the ``pytest_llmeff_custom_metrics`` hook (``custom_metrics``).
 
     Returns ``(measured, extra_metrics)``: the runner's ``Measured`` and the once-per-variant samples by metric
     name. A CUDA out-of-memory error becomes ``errors.OutOfMemory``. ``measured.time_s`` gains the phases
     measured here: ``load`` (the variant's load, in the first record that uses it), ``quality`` and ``custom``.
+    ``where``: the benchmark (``record.Where``), which lockstep names in its messages to the partner.
     """
     import time
 
@@ -117,17 +118,20 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     ctx = runner.EnergyContext(country_iso3=options.country_iso_code,
                                idle_power_w=session.meters.idle_power_w(meter_device),
                                idle_requested=options.idle_s > 0)
-    turnstile = session.turnstile  # lockstep A/B: the turn passes after the warm-up and after each timed round
+    pairing = _pairing(session, variant, plan_, where) if session.turnstile is not None else None
     with translate_oom(variant, loaded.device, variant.batch_size):
         measured = runner.run(loaded, list(plan_.prompts), batch_size=variant.batch_size,
                               max_new_tokens=plan_.max_new_tokens, stop=plan_.rule, warmup=plan_.warmup,
                               meter=meter, energy_ctx=ctx,
                               peak_tflops=options.peak_tflops or known_peak_tflops(loaded),
-                              after_round=turnstile.step if turnstile is not None else None,
-                              before_rounds=turnstile.step if turnstile is not None else None,
+                              after_round=pairing.after_round if pairing is not None else None,
+                              before_rounds=pairing.before_rounds if pairing is not None else None,
                               agree=getattr(session, "agree", None),
                               flops_cache=session.flops_cache)
     measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
+    if pairing is not None and pairing.decider is not None and measured.stop_reason is not None:
+        measured.paired_target_rel = pairing.decider.target_rel
+        measured.paired_achieved_rel = dict(pairing.decider.achieved)
     if variant.load_key not in session.loads_timed:
         session.loads_timed.add(variant.load_key)
         measured.time_s["load"] = float(loaded.load_s)
@@ -142,6 +146,34 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
             extra.update(result)
     measured.time_s["custom"] = time.perf_counter() - start
     return measured, extra
+
+
+def _pairing(session, variant: Variant, plan_: Plan, where):
+    """Lockstep A/B: the turn passes after the warm-up and after each timed round, and the candidate decides how
+    many pairs to time (``paired_stop.py``): the stop rule's precision metrics and the gated per-round metrics,
+    to half the smallest relative threshold."""
+    from pytest_llmeff.config import DEFAULT_INTERLEAVED_ROUNDS
+    from pytest_llmeff.metrics import METRICS
+    from pytest_llmeff.paired_stop import PairedDecider, PairedRounds, paired_target
+
+    turnstile = session.turnstile
+    rule = plan_.rule
+    key = f"{where.nodeid}\0{where.name}" if where is not None else ""
+    decider = None
+    if turnstile.role == "candidate" and rule.fixed_rounds is None:
+        thresholds = dict(getattr(session.baseline, "thresholds", {}) or {})
+        if variant.thresholds:
+            from pytest_llmeff.gate import parse_thresholds
+
+            thresholds.update(parse_thresholds(",".join(f"{m}:{t}" for m, t in variant.thresholds)))
+        per_round = {m: t for m, t in thresholds.items() if m in METRICS and METRICS[m].sampling == "round"}
+        relative = [t.value for t in per_round.values() if t.kind == "relative"]
+        metrics = tuple(dict.fromkeys(list(rule.metrics) + [m for m, t in per_round.items() if t.kind == "relative"]))
+        decider = PairedDecider(metrics=metrics, target_rel=paired_target(rule.target_ci_rel, relative),
+                                min_pairs=max(DEFAULT_INTERLEAVED_ROUNDS, rule.min_rounds), max_pairs=rule.max_rounds,
+                                max_time_s=rule.max_time_s)
+    return PairedRounds(turnstile, key, decider, fixed=rule.fixed_rounds is not None,
+                        fallback_pairs=DEFAULT_INTERLEAVED_ROUNDS)
 
 
 def _quality(session, loaded, variant: Variant, plan_: Optional[Plan] = None) -> dict[str, list[float]]:

@@ -21,7 +21,7 @@ from pytest_llmeff.stop_rule import (DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, DEF
 
 DEFAULT_ROUNDS = 5  # rounds of tools that time a fixed count (benchmarks/overhead.py, gate_quality.py)
 DEFAULT_WARMUP = 1
-DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: enough pairs for a paired test at alpha 0.01 (see README)
+DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: the fewest pairs (then as many as paired_stop.py asks for)
 LLMEFF_DIR = ".llmeff"  # everything the plugin writes by default lives under this folder
 DEFAULT_COMPARE_HISTORY = 10  # stored runs the stored-baseline gate learns the spread between sessions from
 DEFAULT_STORAGE = ".llmeff/baselines"  # stored runs, one folder per machine fingerprint
@@ -231,11 +231,12 @@ class LlmeffConfig:
         return DEFAULT_TARGET_CI_PCT
 
     def fixed_rounds_for(self, marker_rounds: Optional[int]) -> Optional[int]:
-        """Exactly this many timed rounds (an explicit rounds=, or lockstep A/B), or None for the stop rule."""
+        """Exactly this many timed rounds (an explicit rounds=), or None for the stop rule (in lockstep A/B: the
+        pair's rule, ``paired_stop.py``, decided by the candidate)."""
         for v in (self.rounds, marker_rounds, self.ini_rounds):
             if v is not None:
                 return v
-        return DEFAULT_INTERLEAVED_ROUNDS if self.interleave is not None else None
+        return None
 
     def stop_rule_for(self, variant) -> StopRule:
         """The stop rule of ``variant``'s benchmarks: CLI > marker > ini > defaults, per setting. Raises

@@ -211,7 +211,7 @@ def llm_benchmark(llm_model, request):
         except ValueError as exc:
             pytest.fail(f"{item.nodeid}: {exc}", pytrace=False)
         with _one_line(item.nodeid, variant.id):
-            measured, extra = bench.measure(session, llm_model, plan, _custom_metrics(request.config))
+            measured, extra = bench.measure(session, llm_model, plan, _custom_metrics(request.config), where)
         record = build_record(where, variant, plan, llm_model, measured, extra)
         record.interleaved = session.turnstile is not None and not session.turnstile.alone
         session.baseline.judge(record, variant)

@@ -15,6 +15,8 @@ The protocol lives in one directory both processes are given (``--llmeff-interle
 - ``<role>.state`` holds ``running <pid>`` or ``done``. A partner that is done, whose process is gone, or that
   has not started within ``start_timeout_s`` releases the other side: it goes on alone, and its records say the
   rounds were not interleaved (``interleaved: false``), so no paired comparison is made on them.
+- ``baseline.round`` / ``candidate.decision``: how many pairs to time (``paired_stop.py``): the baseline's figures
+  of its latest round, the candidate's decision after the same round (both name the benchmark and the round).
 - ``baseline/<key>.json``: each baseline benchmark record, written atomically when it is complete; the candidate
   reads it to judge its own record of the same benchmark (paired test, see ``gate.compare_paired``).
 
@@ -49,7 +51,8 @@ from typing import Callable, Optional
 ROLES = ("baseline", "candidate")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: the files a pair keeps in its directory (``baseline`` is the records folder)
-OWN_FILES = frozenset({"turn", "baseline"} | {f"{r}.state" for r in ROLES} | {f"{r}.fifo" for r in ROLES})
+OWN_FILES = frozenset({"turn", "baseline", "baseline.round", "candidate.decision"} | {f"{r}.state" for r in ROLES}
+                      | {f"{r}.fifo" for r in ROLES})
 #: the temp file of an atomic write (``_write_atomic``): ``.<name>.<pid>.tmp``
 _TEMP = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")
 #: a published record (``record_file_name``)
@@ -197,7 +200,8 @@ class Turnstile:
             raise InterleaveError(
                 f"--llmeff-interleave={self.directory}: the directory holds what is not the lockstep's own: "
                 f"{shown}; it may hold only the pair's files (turn, baseline.state, candidate.state, "
-                "baseline.fifo, candidate.fifo, baseline/ with its records); give each pair a new or empty directory")
+                "baseline.fifo, candidate.fifo, baseline.round, candidate.decision, baseline/ with its records); "
+                "give each pair a new or empty directory")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self.records_dir.mkdir(exist_ok=True)
@@ -305,6 +309,11 @@ class Turnstile:
             os.close(self._wake_fd)
             self._wake_fd = None
         self.alone = True  # alone_reason stays None unless the partner went away first
+
+    def write_message(self, path: Path, text: str) -> None:
+        """A file for the partner (``paired_stop.py``: a round's figures, a decision), written atomically before
+        the turn passes, so the partner reads it whole when its turn comes."""
+        _write_atomic(path, text)
 
     # --- records -------------------------------------------------------------------------------------
     def publish(self, nodeid: str, name: str, record_json: str) -> None:

@@ -108,7 +108,9 @@ def _stop_info(rule: "StopRule", measured):
                     min_rounds=rule.min_rounds if adaptive else None,
                     max_rounds=rule.max_rounds if adaptive else None,
                     precision_metrics=list(rule.metrics) if adaptive else [],
-                    achieved_ci_rel=rule.achieved(measured.samples) if adaptive else {})
+                    achieved_ci_rel=rule.achieved(measured.samples) if adaptive else {},
+                    paired_target_rel=measured.paired_target_rel,
+                    paired_achieved_rel=dict(measured.paired_achieved_rel))
 
 
 PHASES = ("load", "warmup", "timed", "memory", "energy_extra", "flops", "quality", "custom")  # time_s keys, in order

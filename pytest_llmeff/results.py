@@ -206,14 +206,16 @@ class StopInfo(BaseModel):
     """Why the timed rounds of a benchmark stopped.
 
     reason: ``target_ci`` (every precision metric's 95% median interval within ``target_ci_rel`` of its median),
-    ``max_time`` (the timed rounds reached ``max_time_s``), ``max_rounds``, or ``fixed_rounds`` (an explicit
-    ``rounds=``, or lockstep A/B). ``achieved_ci_rel``: each precision metric's relative half-width when it
+    ``max_time`` (the timed rounds reached ``max_time_s``), ``max_rounds``, ``fixed_rounds`` (an explicit
+    ``rounds=``), or ``paired_ci`` (lockstep A/B: the 95% interval of each paired metric's median per-pair log
+    ratio within ``paired_target_rel``; ``paired_achieved_rel`` what each reached, about a relative half-width of
+    the ratio candidate/baseline). ``achieved_ci_rel``: each precision metric's relative half-width when it
     stopped (None without an interval).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Literal["target_ci", "max_time", "max_rounds", "fixed_rounds"]
+    reason: Literal["target_ci", "max_time", "max_rounds", "fixed_rounds", "paired_ci"]
     rounds: int
     timed_s: float
     target_ci_rel: Optional[float] = None
@@ -222,6 +224,8 @@ class StopInfo(BaseModel):
     max_rounds: Optional[int] = None
     precision_metrics: list[str] = Field(default_factory=list)
     achieved_ci_rel: dict[str, Optional[float]] = Field(default_factory=dict)
+    paired_target_rel: Optional[float] = None
+    paired_achieved_rel: dict[str, Optional[float]] = Field(default_factory=dict)
 
 
 class RoundContention(BaseModel):

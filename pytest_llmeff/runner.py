@@ -70,6 +70,8 @@ class Measured:
     flops_reused: bool = False  # the counted FLOPs came from an earlier variant of the same shape
     flops_source: str = "counted"  # "analytic": an engine outside torch, whose FLOPs only the formula gives
     peak_mem_devices: dict[str, int] = field(default_factory=dict)  # several GPUs: each one's highest peak, bytes
+    paired_target_rel: Optional[float] = None  # lockstep, decided by pairs: the paired precision target
+    paired_achieved_rel: dict[str, Optional[float]] = field(default_factory=dict)  # ... and what each metric reached
 
     def add(self, name: str, value: Optional[float]) -> None:
         if value is not None:
@@ -158,13 +160,15 @@ def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
 def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, warmup: int,
         meter: Optional[Meter], rounds: Optional[int] = None, stop: Optional[StopRule] = None,
         count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
-        peak_tflops: Optional[float] = None, after_round: Optional[Callable[[], None]] = None,
+        peak_tflops: Optional[float] = None, after_round: Optional[Callable[..., Optional[str]]] = None,
         flops_cache: Optional[dict] = None, before_rounds: Optional[Callable[[], None]] = None,
         agree: Optional[Callable[[Any], Any]] = None) -> Measured:
     """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples.
 
-    ``stop``: the stop rule; without one, exactly ``rounds`` rounds. ``after_round``: called after each timed
-    round, outside its timing (lockstep A/B passes the turn there). ``before_rounds``: called once after the
+    ``stop``: the stop rule; without one, exactly ``rounds`` rounds. ``after_round(samples, rounds_done,
+    elapsed_s, reason)``: called after each timed round and the stop rule's decision (``reason``), outside the
+    timing; it returns the reason to follow (lockstep A/B passes the turn there and follows the pair's decision,
+    ``paired_stop.py``). ``before_rounds``: called once after the
     warm-up, before the first timed round (lockstep passes the turn there too, so that every timed round, the
     first included, starts right after the partner's work: measured here, a first round that followed its own
     warm-up directly ran 25% faster than the rest, a -0.19 log-ratio outlier in every pair's first round).
@@ -261,10 +265,10 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
             for gpu, gpu_bytes in peak.per_device.items():
                 measured.peak_mem_devices[gpu] = max(gpu_bytes, measured.peak_mem_devices.get(gpu, 0))
         measured.add("peak_mem_delta_bytes", delta_bytes)
-        if after_round is not None:
-            after_round()
         elapsed = time.perf_counter() - loop_start
         reason = stop.decide(measured.samples, len(latencies), elapsed)
+        if after_round is not None:  # lockstep: the turn passes, and the pair's decision is followed
+            reason = after_round(measured.samples, len(latencies), elapsed, reason)
         if agree is not None:  # tensor parallel: rank 0's decision, so every rank makes the same generate calls
             reason = agree(reason)
         if events.active():

@@ -127,7 +127,8 @@ def test_a_directory_holding_an_unrelated_file_is_refused_at_once(tmp_path):
     message = str(info.value)
     assert message == (f"--llmeff-interleave={pair}: the directory holds what is not the lockstep's own: notes.txt, "
                        "results/; it may hold only the pair's files (turn, baseline.state, candidate.state, "
-                       "baseline.fifo, candidate.fifo, baseline/ with its records); give each pair a new or empty "
+                       "baseline.fifo, candidate.fifo, baseline.round, candidate.decision, baseline/ with its records); give each "
+                       "pair a new or empty "
                        "directory")
     assert "\n" not in message
     assert sorted(p.name for p in pair.iterdir()) == ["notes.txt", "results"]  # nothing of ours was left there
@@ -273,10 +274,17 @@ def test_lockstep_pair_passes_unchanged_code_with_a_paired_verdict(llmeff_pytest
     (b_rc, b_text, b_json), (c_rc, c_text, c_json) = out["baseline"], out["candidate"]
     assert b_rc == 0, b_text
     assert c_rc == 0, c_text
-    for data in (b_json, c_json):
-        bench = data["benchmarks"][0]
-        assert bench["interleaved"] is True and bench["rounds"] == 20  # the interleaved default
-    assert b_json["interleave"]["role"] == "baseline" and c_json["interleave"]["turns"] >= 20
+    b_bench, c_bench = b_json["benchmarks"][0], c_json["benchmarks"][0]
+    assert b_bench["interleaved"] is True and c_bench["interleaved"] is True
+    # the candidate decided how many pairs (paired_stop.py): at a checkpoint (20, 30, ... 100), the same on both
+    # sides, to half the 5% threshold; the baseline followed
+    assert b_bench["rounds"] == c_bench["rounds"] and c_bench["rounds"] in range(20, 101, 10)
+    stop = c_bench["stop"]
+    assert stop["reason"] == b_bench["stop"]["reason"] and stop["reason"] in ("paired_ci", "max_rounds", "max_time")
+    assert stop["paired_target_rel"] == pytest.approx(0.025) and "throughput_tok_s" in stop["paired_achieved_rel"]
+    if stop["reason"] == "paired_ci":
+        assert stop["paired_achieved_rel"]["throughput_tok_s"] <= 0.025
+    assert b_json["interleave"]["role"] == "baseline" and c_json["interleave"]["turns"] >= c_bench["rounds"]
     assert b_json["interleave"]["alone_reason"] is None and c_json["interleave"]["alone_reason"] is None
     verdict = c_json["benchmarks"][0]["verdicts"][0]
     assert verdict["test"] == "one-sided Wilcoxon signed-rank, paired rounds"

@@ -138,7 +138,7 @@ def test_lockstep_callbacks_pass_the_turn_after_the_warm_up_and_after_each_round
     try:
         runner.run(tiny_model, ["hello world"], batch_size=1, max_new_tokens=2, rounds=3, warmup=2, meter=None,
                    count_flops=False, before_rounds=lambda: calls.append("turn"),
-                   after_round=lambda: calls.append("turn"))
+                   after_round=lambda samples, n, elapsed, reason: calls.append("turn") or reason)
     finally:
         tiny_model.generate_ids = original
     # the warm-up, the turn, three timed rounds each followed by the turn; an untimed generate may follow (the
