@@ -124,7 +124,8 @@ class Tally:
 
     def add_aa(self, verdicts: list[dict]) -> None:
         tested = [v for v in verdicts if v.get("p_value") is not None or v["status"] == "inconclusive"]
-        self.pairs.extend(v["n_current"] for v in verdicts if v.get("test", "").endswith("paired rounds"))
+        self.pairs.extend(v["_rounds"] for v in verdicts
+                          if (v.get("test") or "").endswith("paired rounds") and v.get("_rounds"))
         self.runs_aa += 1
         self.runs_aa_alarm += any(v["status"] == "regressed" for v in verdicts)
         self.comps_aa += len(tested)
@@ -219,7 +220,7 @@ def pytest_cmd(*args: str) -> list[str]:
 
 def verdicts_of(run_file: Path) -> list[dict]:
     data = json.loads(run_file.read_text())
-    return [v for b in data["benchmarks"] for v in b.get("verdicts", [])]
+    return [dict(v, _rounds=b.get("rounds")) for b in data["benchmarks"] for v in b.get("verdicts", [])]
 
 
 def run_session(folder: Path, out: Path, env: dict, args: list[str]) -> float:
