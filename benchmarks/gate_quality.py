@@ -406,8 +406,8 @@ def main(argv=None) -> int:
                                             f"{args.resample} histories drawn per current session)")
         for mode in ("lockstep", "ab"):
             if mode in modes:
-                title = ("lockstep by hand (--llmeff-interleave, 20 pairs)" if mode == "lockstep"
-                         else "one command (--llmeff-ab=HEAD, 20 pairs)")
+                title = ("lockstep by hand (--llmeff-interleave, pairs decided by the candidate)" if mode == "lockstep"
+                         else "one command (--llmeff-ab=HEAD, pairs decided by the candidate)")
                 lines += [""] + paired_mode(args, work, env, mode).lines(title)
     lines.append(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
     print("\n".join(lines))
