@@ -94,14 +94,11 @@ def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
                           if v.history_runs and v.spread_rel is not None else "paired rounds" if v.history_runs is None
                           else f"{v.history_runs} stored sessions")
                 parts.append(f"{v.metric} {v.mde * 100:.1f}% ({source})")
-                if v.threshold.endswith("%"):
-                    try:
-                        below = float(v.threshold[:-1]) / 100.0 < v.mde
-                    except ValueError:
-                        below = False
+                threshold = _threshold_of(v)
+                if threshold is not None and threshold.kind == "relative":
                     remedy = ("use --llmeff-ab or store more runs" if v.history_runs else
-                              "time more paired rounds (--llmeff-rounds=N) or quiet the machine")
-                    if below:
+                              "allow more pairs (--llmeff-max-rounds, --llmeff-max-time) or quiet the machine")
+                    if threshold.value < v.mde:
                         warns.append(f"WARNING {record.variant.id} {v.metric}: threshold {v.threshold} is below what "
                                      f"this baseline can resolve (≈ {v.mde * 100:.0f}%): {remedy}")
             elif v.history_runs:
@@ -110,6 +107,16 @@ def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
             lines.append(f"minimum detectable effect (90% power) {record.variant.id}: {', '.join(parts)}")
         lines += warns
     return lines
+
+
+def _threshold_of(verdict) -> Optional["Threshold"]:
+    """The verdict's threshold, read back by the gate's own parser (None when it cannot be)."""
+    from pytest_llmeff.gate import GateConfigError, parse_thresholds
+
+    try:
+        return parse_thresholds(f"{verdict.metric}:{verdict.threshold}").get(verdict.metric)
+    except GateConfigError:
+        return None
 
 
 def lockstep_pair(base: "Run", current: "Run") -> bool:

@@ -94,6 +94,8 @@ def test_two_ranks_on_cpu_give_one_run_file_with_both_ranks_and_energy_counted_o
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     assert text.count("llmeff: results written to") == 1  # rank 0 alone prints and writes
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("test ") and "precision" in line)
+    assert " rank " in header  # which rank measured each row
     runs = [p for p in llmeff_pytester.path.rglob("*.json") if p.name != "ranks.json"]
     assert runs == []
     data = json.loads(out.read_text())

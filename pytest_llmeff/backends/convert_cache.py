@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from pytest_llmeff.backends import integrity
 from pytest_llmeff.errors import ModelSourceError
@@ -120,3 +120,24 @@ def rebuild_after_failed_load(target: Path, cache_root: Path, failure: str, prog
     if what is None:
         raise ModelSourceError(f"{target}: the engine cannot load this converted model ({failure})")
     integrity.ensure_usable(target, cache_root, progress, problem=what)
+
+
+def open_converted(target: Path, converted_s: Optional[float], cache_root: Path, engine_name: str,
+                   open_engine: Callable[[Path], Any], convert_again: Callable[[], tuple[Path, Optional[float]]],
+                   progress=None) -> tuple[Any, Path, float, Optional[float]]:
+    """Open a converted model with its engine (``open_engine(target)``), timing it; a conversion the engine
+    cannot open is checked and, when damaged, rebuilt once (``convert_again()`` -> (target, seconds)).
+    Returns (the engine's object, the target, load seconds, conversion seconds including a rebuild)."""
+    for attempt in (1, 2):
+        try:
+            start = time.perf_counter()
+            opened = open_engine(target)
+            return opened, target, time.perf_counter() - start, converted_s
+        except Exception as exc:  # a damaged conversion: rebuilt once
+            if attempt == 2:
+                raise ModelSourceError(f"{target}: {engine_name} cannot load it even after rebuilding it "
+                                       f"({type(exc).__name__}: {exc})") from None
+            rebuild_after_failed_load(target, cache_root, f"{type(exc).__name__}: {exc}", progress)
+            target, again = convert_again()
+            converted_s = (converted_s or 0.0) + (again or 0.0)
+    raise AssertionError("unreachable")  # the loop returns or raises

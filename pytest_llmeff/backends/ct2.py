@@ -21,14 +21,13 @@ Footprint: the size of the converted ``model.bin`` (CTranslate2 holds the weight
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.backends import convert_cache
 from pytest_llmeff.backends.engine import ConfigHolder, EngineLoaded, eos_ids_of, hf_config, hf_tokenizer, source_dir
-from pytest_llmeff.errors import ModelSourceError, VariantUnsupported
+from pytest_llmeff.errors import VariantUnsupported
 
 COMPUTE = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -137,20 +136,11 @@ def load(variant, cache_root: Path, progress, threads: int) -> Ct2Loaded:
     target, converted_s = convert(source, cache_root, stored, progress)
     tokenizer = hf_tokenizer(source, variant.trust_remote_code)
     config = hf_config(source, variant.trust_remote_code)
-    for attempt in (1, 2):
-        try:
-            start = time.perf_counter()
-            generator = ctranslate2.Generator(str(target), device=device, compute_type=compute,
-                                              intra_threads=threads, inter_threads=1)
-            load_s = time.perf_counter() - start
-            break
-        except Exception as exc:  # a damaged conversion: rebuilt once
-            if attempt == 2:
-                raise ModelSourceError(f"{target}: CTranslate2 cannot load it even after rebuilding it "
-                                       f"({type(exc).__name__}: {exc})") from None
-            convert_cache.rebuild_after_failed_load(target, cache_root, f"{type(exc).__name__}: {exc}", progress)
-            target, again = convert(source, cache_root, stored, progress)
-            converted_s = (converted_s or 0.0) + (again or 0.0)
+    generator, target, load_s, converted_s = convert_cache.open_converted(
+        target, converted_s, cache_root, "CTranslate2",
+        lambda path: ctranslate2.Generator(str(path), device=device, compute_type=compute, intra_threads=threads,
+                                           inter_threads=1),
+        lambda: convert(source, cache_root, stored, progress), progress)
     return Ct2Loaded(model=ConfigHolder(config=config, engine=generator), tokenizer=tokenizer, variant=variant,
                      device=device, path=target, load_s=load_s, converted_s=converted_s,
                      eos_ids=eos_ids_of(source, config, tokenizer), threads=threads, engine_type=compute)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
+from pytest_llmeff.backends.generation import TextGeneration
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -121,7 +123,7 @@ class ConfigHolder:
 
 
 @dataclass
-class EngineLoaded:
+class EngineLoaded(TextGeneration):
     """Shared part of the non-transformers engines: tokenization, padding, decoding, step hooks.
 
     A subclass implements ``_generate_rows(rows, max_new_tokens, suppress, on_step)`` -> the new token ids per
@@ -148,14 +150,6 @@ class EngineLoaded:
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, *, fixed_length: bool = False,
-                 logits_processor: Optional[list] = None):
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        inputs = self.encode(prompts)
-        out = self.generate_ids(inputs, max_new_tokens, fixed_length=fixed_length, logits_processor=logits_processor)
-        return self.decode(inputs, out)
-
     def generate_ids(self, inputs, max_new_tokens: int, *, fixed_length: bool = False,
                      logits_processor: Optional[list] = None):
         import torch
@@ -174,17 +168,6 @@ class EngineLoaded:
         filler = self.eos_ids[0] if self.eos_ids else pad
         new_t = torch.tensor([list(r) + [filler] * (width - len(r)) for r in new], dtype=torch.long)
         return torch.cat([inputs["input_ids"].to(torch.long), new_t], dim=1)
-
-    def decode(self, inputs, out):
-        from pytest_llmeff.backends.hf import Generation, count_real_tokens
-
-        padded = inputs["input_ids"].shape[1]
-        new_ids = out[:, padded:]
-        counts = count_real_tokens(new_ids, self.eos_ids)
-        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new_ids.tolist(), counts)]
-        prompt_counts = [int(x) for x in inputs["attention_mask"].sum(dim=1).tolist()]
-        return Generation(new_ids=new_ids, tokens_per_seq=counts, prompt_tokens_per_seq=prompt_counts, texts=texts,
-                          steps=int(new_ids.shape[1]), padded_prompt_len=int(padded))
 
     def window_logits(self, ids: Sequence[int]):
         """(len(ids), vocab) float32 torch logits of ``ids`` read causally in one sequence, or None."""

@@ -13,52 +13,12 @@ from typing import Any, Callable, Optional, Sequence
 
 from pytest_llmeff.backends import builtin, integrity, memory_fit
 from pytest_llmeff.backends.footprint import weights_bytes
+from pytest_llmeff.backends.generation import Generation, TextGeneration, count_real_tokens  # noqa: F401
 from pytest_llmeff.backends.gguf import ModelSourceError, convert
 from pytest_llmeff.backends.quant import (VariantUnsupported, after_load, check_supported, from_pretrained_kwargs,
                                           quiet_generation, torch_dtype_name)
 from pytest_llmeff.measure.oom import translate_oom
 from pytest_llmeff.variants import Variant, load_id
-
-
-@dataclass
-class Generation:
-    """The output of one batched ``generate``.
-
-    new_ids: (batch, steps) tensor of generated ids, padding included after EOS.
-    tokens_per_seq: real generated tokens per sequence: up to and including the first EOS, nothing after.
-    prompt_tokens_per_seq: prompt tokens per sequence, padding excluded.
-    texts: decoded real tokens per sequence (special tokens skipped).
-    steps: generation steps taken (= new_ids.shape[1]).
-    """
-
-    new_ids: Any
-    tokens_per_seq: list[int]
-    prompt_tokens_per_seq: list[int]
-    texts: list[str]
-    steps: int
-    padded_prompt_len: int
-
-    @property
-    def tokens_total(self) -> int:
-        return sum(self.tokens_per_seq)
-
-    @property
-    def prompt_tokens_total(self) -> int:
-        return sum(self.prompt_tokens_per_seq)
-
-
-def count_real_tokens(new_ids, eos_ids: Sequence[int]) -> list[int]:
-    """Per sequence: generated tokens up to and including the first EOS (everything after is padding)."""
-    counts = []
-    eos = set(int(e) for e in eos_ids)
-    for row in new_ids.tolist():
-        n = len(row)
-        for i, tok in enumerate(row):
-            if tok in eos:
-                n = i + 1
-                break
-        counts.append(n)
-    return counts
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -79,7 +39,7 @@ def resolve_device(device: str) -> str:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(TextGeneration):
     """A loaded variant: ``.model`` (a transformers causal LM in eval mode), ``.tokenizer`` (left padding)
     and ``.variant``. ``load_s`` is the load time in seconds, ``converted_s`` the one-time conversion time."""
 
@@ -99,16 +59,6 @@ class LoadedModel:
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, *, fixed_length: bool = False,
-                 logits_processor: Optional[list] = None) -> Generation:
-        """Greedy batched generation. With ``fixed_length`` EOS is suppressed so every sequence produces
-        exactly ``max_new_tokens`` tokens (the benchmark protocol); otherwise generation stops at EOS."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        inputs = self.encode(prompts)
-        out = self.generate_ids(inputs, max_new_tokens, fixed_length=fixed_length, logits_processor=logits_processor)
-        return self.decode(inputs, out)
-
     def generate_ids(self, inputs, max_new_tokens: int, *, fixed_length: bool = False,
                      logits_processor: Optional[list] = None):
         """``model.generate`` on already encoded inputs, greedy, under ``torch.inference_mode``; returns the raw
@@ -124,16 +74,6 @@ class LoadedModel:
             kwargs["logits_processor"] = LogitsProcessorList(logits_processor)
         with torch.inference_mode(), quiet_generation(self.variant):
             return self.model.generate(**inputs, **kwargs)
-
-    def decode(self, inputs, out) -> Generation:
-        """Split ``out`` into new tokens and count the real ones (no padding, nothing after EOS)."""
-        padded = inputs["input_ids"].shape[1]
-        new_ids = out[:, padded:]
-        counts = count_real_tokens(new_ids, self.eos_ids)
-        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new_ids.tolist(), counts)]
-        prompt_counts = [int(x) for x in inputs["attention_mask"].sum(dim=1).tolist()]
-        return Generation(new_ids=new_ids, tokens_per_seq=counts, prompt_tokens_per_seq=prompt_counts, texts=texts,
-                          steps=int(new_ids.shape[1]), padded_prompt_len=int(padded))
 
     @property
     def model_bytes(self) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -157,21 +156,14 @@ def load(variant, cache_root: Path, progress, threads: int) -> OrtLoaded:
     config = hf_config(source, variant.trust_remote_code)
     overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads,
                                                                     "inter_op_num_threads": 1}}}})
-    for attempt in (1, 2):
-        try:
-            start = time.perf_counter()
-            og_config = og.Config(str(target))
-            og_config.overlay(overlay)
-            model = og.Model(og_config)
-            load_s = time.perf_counter() - start
-            break
-        except Exception as exc:  # a damaged conversion: rebuilt once
-            if attempt == 2:
-                raise ModelSourceError(f"{target}: ONNX Runtime GenAI cannot load it even after rebuilding it "
-                                       f"({type(exc).__name__}: {exc})") from None
-            convert_cache.rebuild_after_failed_load(target, cache_root, f"{type(exc).__name__}: {exc}", progress)
-            target, again = convert(source, cache_root, precision, progress)
-            converted_s = (converted_s or 0.0) + (again or 0.0)
+    def open_model(path: Path):
+        og_config = og.Config(str(path))
+        og_config.overlay(overlay)
+        return og.Model(og_config)
+
+    model, target, load_s, converted_s = convert_cache.open_converted(
+        target, converted_s, cache_root, "ONNX Runtime GenAI", open_model,
+        lambda: convert(source, cache_root, precision, progress), progress)
     genai = json.loads((target / "genai_config.json").read_text())["model"]
     pad = genai.get("pad_token_id")
     pad = pad[0] if isinstance(pad, list) else pad
