@@ -311,17 +311,24 @@ class Baseline:
             return f"interleave partner ({self.turnstile.directory})"
         return self.name
 
+    def thresholds_for(self, variant) -> dict[str, "Threshold"]:
+        """The thresholds that judge ``variant``: the command line's, extended by the marker's ``thresholds=``."""
+        from pytest_llmeff.gate import parse_thresholds
+
+        thresholds = dict(self.thresholds)
+        if getattr(variant, "thresholds", None):
+            thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
+        return thresholds
+
     def judge(self, record: "BenchmarkRecord", variant) -> None:
         """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (the marker's
         absolute limits). As the lockstep baseline, hand the record to the candidate first."""
-        from pytest_llmeff.gate import check_limit, parse_limits, parse_thresholds
+        from pytest_llmeff.gate import check_limit, parse_limits
         from pytest_llmeff.results import LimitRecord, VerdictRecord
 
         if self.lockstep_role == "baseline":
             self.turnstile.publish(record.nodeid, record.name, record.model_dump_json())
-        thresholds = dict(self.thresholds)
-        if variant.thresholds:
-            thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
+        thresholds = self.thresholds_for(variant)
         base, paired = self._record_for(record)
         if base is not None:
             from pytest_llmeff.gate import DIRECT

@@ -161,11 +161,7 @@ def _pairing(session, variant: Variant, plan_: Plan, where):
     key = f"{where.nodeid}\0{where.name}" if where is not None else ""
     decider = None
     if turnstile.role == "candidate" and rule.fixed_rounds is None:
-        thresholds = dict(getattr(session.baseline, "thresholds", {}) or {})
-        if variant.thresholds:
-            from pytest_llmeff.gate import parse_thresholds
-
-            thresholds.update(parse_thresholds(",".join(f"{m}:{t}" for m, t in variant.thresholds)))
+        thresholds = session.baseline.thresholds_for(variant)
         per_round = {m: t for m, t in thresholds.items() if m in METRICS and METRICS[m].sampling == "round"}
         relative = [t.value for t in per_round.values() if t.kind == "relative"]
         metrics = tuple(dict.fromkeys(list(rule.metrics) + [m for m, t in per_round.items() if t.kind == "relative"]))

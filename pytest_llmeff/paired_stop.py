@@ -5,8 +5,8 @@ A fixed 20 pairs is too few on a noisy machine (measured here: per-pair spread o
 needed on a quiet one. So, like the stop rule of a single run (``stop_rule.py``), lockstep times pairs until the
 PAIRED figure is precise enough: the 95% interval (``stats.median_ci``, Hettmansperger-Sheather) of the median
 per-pair log ratio candidate/baseline of each paired metric has a half-width within ``target_rel``, with at least
-``min_pairs`` pairs, at most ``max_pairs``, and no more pairs once the candidate's timed rounds have used
-``max_time_s``. The target is half the smallest relative threshold gated on a per-round metric (a change of
+``min_pairs`` pairs, at most ``max_pairs``, and no more pairs when the next checkpoint's pairs would end past
+``max_time_s`` of wall time. The target is half the smallest relative threshold gated on a per-round metric (a change of
 twice the threshold is then caught nearly always, and one within it never called beyond it), or the stop rule's
 precision target without a gate.
 
@@ -95,7 +95,7 @@ class PairedDecider:
             return PAIRED_MAX_ROUNDS
         if self.achieved and all(v is not None and v <= self.target_rel for v in self.achieved.values()):
             return PAIRED_CI
-        if pairs and elapsed_s + elapsed_s / pairs > self.max_time_s:
+        if pairs and elapsed_s * (pairs + CHECK_EVERY_PAIRS) / pairs > self.max_time_s:  # the next checkpoint
             return PAIRED_MAX_TIME
         return None
 
@@ -120,7 +120,6 @@ class PairedRounds:
         self.decider = decider
         self.fixed = fixed
         self.fallback_pairs = fallback_pairs
-        self.decided_by_partner = False  # the baseline: the candidate's decisions arrived
         self.fallback = False  # the partner sent nothing at a checkpoint: the fixed count from then on
         self._pending: Optional[dict] = None  # the candidate: the baseline's figures, read at a checkpoint
 
@@ -171,7 +170,6 @@ class PairedRounds:
             if decision is None:  # no decision: an older candidate, timing the fixed count
                 self.fallback = True
                 return self._fallback(rounds_done)
-            self.decided_by_partner = True
             return decision.get("stop")
         # the candidate: the baseline's figures up to this round, read on waking
         figures, self._pending = self._pending, None

@@ -50,7 +50,7 @@ def test_the_time_budget_and_an_unpaired_metric():
     decider = PairedDecider(metrics=("throughput_tok_s", "ttft_s"), target_rel=0.025, min_pairs=20,
                             max_pairs=100, max_time_s=10.0)
     b, c = _lists(30, 0.20, 3)
-    assert decider.decide(b, c, 30, 9.8) == PAIRED_MAX_TIME  # another pair would end past 10 s
+    assert decider.decide(b, c, 30, 9.8) == PAIRED_MAX_TIME  # the next checkpoint (10 more pairs) would end past 10 s
     assert decider.decide(b, c, 30, 5.0) is None
     assert "ttft_s" not in decider.achieved  # no figures: not used, neither blocks nor passes the decision
 
