@@ -234,9 +234,9 @@ def run_session(folder: Path, out: Path, env: dict, args: list[str]) -> float:
 
 # --- stored baseline ------------------------------------------------------------------------------------------
 def stored_mode(args, work: Path, env: dict) -> dict[int, Tally]:
-    from pytest_llmeff.baseline import verdicts
-    from pytest_llmeff.gate import FamilyBudget, parse_thresholds
-    from pytest_llmeff.results import read_run
+    from pytest_llmeff.gate.baseline import verdicts
+    from pytest_llmeff.gate.verdicts import FamilyBudget, parse_thresholds
+    from pytest_llmeff.results.schema import read_run
 
     thresholds = parse_thresholds(",".join(f"{m}:{args.threshold:g}%" for m in GATED))
     kinds = ["a"] * args.pool_a + [s for s in args.slowdowns for _ in range(args.pool_b)]
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llmeff-gq-") as tmp:
         work = Path(tmp)
-        from pytest_llmeff.backends.builtin import build_tiny_llama
+        from pytest_llmeff.engines.sources.builtin import build_tiny_llama
 
         cache = work / "cache"
         build_tiny_llama(cache)

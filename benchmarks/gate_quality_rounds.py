@@ -1,6 +1,6 @@
 """How good is the regression gate on this machine? False alarms (A/A) and detection (A/B), measured.
 
-A "session" is one ``pytest_llmeff.runner.run(...)`` of a small real workload with the plugin's default rounds
+A "session" is one ``pytest_llmeff.bench.runner.run(...)`` of a small real workload with the plugin's default rounds
 and warm-up (``config.DEFAULT_ROUNDS`` / ``DEFAULT_WARMUP``; no energy meter, no FLOPs pass), exactly what one
 benchmark test does. A comparison is two sessions, baseline first, scored by ``gate.compare`` on
 ``throughput_tok_s`` and ``ttft_s`` with relative thresholds and alpha:
@@ -48,7 +48,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pytest_llmeff.config import DEFAULT_INTERLEAVED_ROUNDS, DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
+from pytest_llmeff.spec.options import DEFAULT_INTERLEAVED_ROUNDS, DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
 
 GATED = ("throughput_tok_s", "ttft_s")
 PROMPT = "the ferryman counted the boats on the pier before the river town woke"
@@ -63,9 +63,9 @@ def build_model(kind: str, cache_dir: Path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pytest_llmeff.backends.builtin import build_tiny_llama
-    from pytest_llmeff.backends.hf import LoadedModel, _eos_ids, load
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.sources.builtin import build_tiny_llama
+    from pytest_llmeff.engines.transformers.load import LoadedModel, _eos_ids, load
+    from pytest_llmeff.session.marker import expand
 
     build_tiny_llama(cache_dir)
     variant = expand({"model": "tiny-random-llama", "device": "cpu"})[0]
@@ -125,7 +125,7 @@ class SlowedModel:
 
 def session(model, args, after_round=None) -> dict[str, list[float]]:
     """One benchmark session: the runner's protocol with the given rounds and warm-up; raw samples by metric."""
-    from pytest_llmeff import runner
+    from pytest_llmeff.bench import runner
 
     measured = runner.run(model, [PROMPT], batch_size=args.batch_size, max_new_tokens=args.new_tokens,
                           rounds=args.rounds, warmup=args.warmup, meter=None, count_flops=False,
@@ -143,13 +143,13 @@ def plan(comparisons: int) -> list[str]:
 
 def worker(args) -> int:
     """One side of the lockstep pair (``--worker baseline|candidate``): every session of the plan, taking turns
-    with the other worker round by round through ``pytest_llmeff.interleave.Turnstile`` (what
+    with the other worker round by round through ``pytest_llmeff.lockstep.turnstile.Turnstile`` (what
     ``--llmeff-interleave`` does in a pytest run). The candidate runs the slowed model in A/B comparisons.
     Takes turns in ``<dir>/pair`` (which holds the turnstile's files only) and writes one JSON line of samples per
     session to ``<dir>/<role>.jsonl``."""
     import json
 
-    from pytest_llmeff.interleave import Turnstile
+    from pytest_llmeff.lockstep.turnstile import Turnstile
 
     directory = Path(args.dir)
     with tempfile.TemporaryDirectory(prefix=f"llmeff-gate-{args.worker}-") as tmp:
@@ -237,7 +237,7 @@ class Score:
 
 def score(comparisons: list[Comparison], rounds: int, threshold_pct: float, alpha: float) -> Score:
     """Score every comparison on the first ``rounds`` samples of each session with ``gate.compare``."""
-    from pytest_llmeff.gate import compare, compare_paired, parse_thresholds
+    from pytest_llmeff.gate.verdicts import compare, compare_paired, parse_thresholds
 
     thresholds = parse_thresholds(",".join(f"{m}:{threshold_pct:g}%" for m in GATED))
     tallies = {(kind, m): Tally() for kind in ("A/A", "A/B") for m in GATED}
@@ -368,7 +368,7 @@ def run_sequential(args, collected_rounds: int) -> tuple[list[Comparison], list[
 def report(title: str, comparisons: list[Comparison], latencies_s: list[float], rounds: int, collected: int,
            args, sweep_rounds: Optional[list[int]], sweep_thresholds: Optional[list[float]]) -> bool:
     """Print one mode's scores; True when both targets are met with ``rounds`` and ``--threshold``."""
-    from pytest_llmeff.gate import min_exact_p, min_exact_p_paired
+    from pytest_llmeff.gate.verdicts import min_exact_p, min_exact_p_paired
 
     paired = comparisons[0].paired
     n = args.comparisons

@@ -29,12 +29,12 @@ def main() -> int:
 
     import torch
 
-    from pytest_llmeff import runner
-    from pytest_llmeff.backends.cache import ModelCache
-    from pytest_llmeff.config import default_cache_dir
-    from pytest_llmeff.fixtures import default_prompts
+    from pytest_llmeff.bench import runner
+    from pytest_llmeff.engines.cache import ModelCache
+    from pytest_llmeff.spec.options import default_cache_dir
+    from pytest_llmeff.session.fixtures import default_prompts
     from pytest_llmeff.measure.energy import CodeCarbonMeter
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.session.marker import expand
 
     variant = expand({"model": args.model, "precision": args.precision, "batch_size": args.batch,
                       "max_new_tokens": args.new_tokens})[0]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llmeff import startup
-from pytest_llmeff.config import add_options
+from pytest_llmeff.session import startup
+from pytest_llmeff.spec.options import add_options
 from pytest_llmeff.errors import LlmeffUsageError
-from pytest_llmeff.fixtures import (RECORDS_KEY, SESSION_KEY, energy_tracker, flops_counter, llm_benchmark,
+from pytest_llmeff.session.fixtures import (RECORDS_KEY, SESSION_KEY, energy_tracker, flops_counter, llm_benchmark,
                                     llm_model, llmeff_variant)
-from pytest_llmeff.variants import MARKER_HELP, MARKER_NAME, Variant, sanitize_id
+from pytest_llmeff.spec.variants import MARKER_HELP, MARKER_NAME, Variant, sanitize_id
 
 __all__ = ["energy_tracker", "flops_counter", "llm_benchmark", "llm_model", "llmeff_variant"]
 
@@ -52,7 +52,7 @@ class _ReportCollector:
         before = len(session.records)
         _gather(session, report)
         if self.config.get_verbosity() > 0:
-            from pytest_llmeff.record import one_line
+            from pytest_llmeff.bench.record import one_line
 
             for record in session.records[before:]:
                 session.progress(one_line(record))
@@ -64,12 +64,12 @@ def _gather(session, report) -> None:
     if getattr(report, "llmeff_gate", None):
         session.gate_failures.append((report.nodeid, str(report.longrepr)))
     if getattr(report, "llmeff_shard", None) and session.shard_info is None:  # an xdist worker's shard
-        from pytest_llmeff.results import ShardInfo
+        from pytest_llmeff.results.schema import ShardInfo
 
         session.shard_info = ShardInfo.model_validate_json(report.llmeff_shard)
     if not raws and not loads:
         return
-    from pytest_llmeff.results import BenchmarkRecord, LoadEvent
+    from pytest_llmeff.results.schema import BenchmarkRecord, LoadEvent
 
     for raw in raws or []:
         record = BenchmarkRecord.model_validate_json(raw)
@@ -88,11 +88,11 @@ def pytest_configure(config):
     config.stash[_RESTORE_KEY] = startup.catch_sigterm(session) if not startup.is_worker(config) else None
     config.pluginmanager.register(_ReportCollector(config), "llmeff-report-collector")
     if startup.is_worker(config):
-        from pytest_llmeff.xdist_gpu import pin
+        from pytest_llmeff.scale.xdist_gpu import pin
 
         pin(config.workerinput)  # one GPU per worker, before anything starts CUDA
     elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
-        from pytest_llmeff.xdist_sched import ControllerPlugin  # imports xdist: only when it runs workers
+        from pytest_llmeff.scale.xdist_sched import ControllerPlugin  # imports xdist: only when it runs workers
 
         config.pluginmanager.register(ControllerPlugin(config, session.progress), "llmeff-xdist")
 
@@ -117,7 +117,7 @@ def pytest_generate_tests(metafunc):
     marks = list(metafunc.definition.iter_markers(MARKER_NAME))
     if not marks:
         return
-    from pytest_llmeff.marker import expand_markers
+    from pytest_llmeff.session.marker import expand_markers
 
     variants = expand_markers([(tuple(m.args), dict(m.kwargs)) for m in marks])
     if "llmeff_variant" not in metafunc.fixturenames:
@@ -151,7 +151,7 @@ def pytest_collection_modifyitems(session, config, items):
             if _is_benchmark(item):
                 item.add_marker(mark)
     if options.shard is not None:  # before the xdist groups and the order: this shard's tests only
-        from pytest_llmeff import shard_session
+        from pytest_llmeff.scale import shard_session
 
         shard_session.apply(config.stash[SESSION_KEY], items, _variant_of, _is_benchmark,
                             lambda dropped: config.hook.pytest_deselected(items=dropped))
@@ -161,11 +161,11 @@ def pytest_collection_modifyitems(session, config, items):
             if variant is not None:
                 item.add_marker(pytest.mark.xdist_group(name="llmeff-" + sanitize_id(variant.load_key)))
     if options.reorder:
-        from pytest_llmeff.ordering import reorder
+        from pytest_llmeff.session.ordering import reorder
 
         items[:] = reorder([(item, _variant_of(item)) for item in items])
     if startup.is_worker(config) and config.workerinput.get("llmeff_scopes_dir"):
-        from pytest_llmeff.xdist_units import write_units  # for the controller's variant scheduler
+        from pytest_llmeff.scale.xdist_units import write_units  # for the controller's variant scheduler
 
         write_units(config.workerinput, items, _variant_of, _is_benchmark)
 
@@ -198,7 +198,7 @@ def pytest_runtest_setup(item):
     """Under torchrun / accelerate launch the ranks start each benchmark together (data-parallel replicas)."""
     session = _session(item.config)
     if session is not None and session.launch is not None and _is_benchmark(item):
-        from pytest_llmeff import ranks
+        from pytest_llmeff.scale import ranks
 
         ranks.barrier()
 
@@ -213,12 +213,12 @@ def pytest_runtest_makereport(item, call):
     if loads:
         report.llmeff_loads = [e.model_dump_json() for e in loads]
     if session.shard_info is not None and startup.is_worker(item.config):
-        from pytest_llmeff.shard_session import info_payload
+        from pytest_llmeff.scale.shard_session import info_payload
 
         report.llmeff_shard = info_payload(session)
     records = item.stash.get(RECORDS_KEY, []) if call.when == "call" else []
     if records:
-        from pytest_llmeff.record import payload
+        from pytest_llmeff.bench.record import payload
 
         report.llmeff_records = payload(records)
         failed = [r for r in records if r.gate_failed]
@@ -250,7 +250,7 @@ def pytest_sessionfinish(session, exitstatus):
     if state.turnstile is not None:
         state.turnstile.finish()  # the partner goes on (or finishes) without waiting for our report
     if state.launch is not None:  # torchrun / accelerate launch: rank 0 gathers every rank's records
-        from pytest_llmeff import ranks
+        from pytest_llmeff.scale import ranks
 
         ranks.gather(state, state.launch)
     if startup.is_worker(config) or not state.options.report:

@@ -13,7 +13,7 @@ pytest_plugins = ["pytester"]
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     """A model cache holding the built tiny-random-llama (built once per test session)."""
-    from pytest_llmeff.backends.builtin import build_tiny_llama
+    from pytest_llmeff.engines.sources.builtin import build_tiny_llama
 
     root = tmp_path_factory.mktemp("llmeff-cache")
     build_tiny_llama(root)
@@ -23,8 +23,8 @@ def tiny_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_cache):
     """The tiny model loaded in float32 on CPU (a LoadedModel)."""
-    from pytest_llmeff.backends.hf import load
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.transformers.load import load
+    from pytest_llmeff.session.marker import expand
 
     return load(expand({"model": "tiny-random-llama"})[0], tiny_cache)
 

@@ -164,7 +164,7 @@ def test_outside_a_git_repository_is_one_usage_line(llmeff_pytester):
 
 
 def test_the_baseline_gets_the_measuring_options_but_not_the_outputs_or_the_gate():
-    from pytest_llmeff.ab import baseline_args
+    from pytest_llmeff.lockstep.ab import baseline_args
 
     args = ["benchmarks/", "-k", "fp32", "--llmeff-rounds=12", "--llmeff-json", "out.json", "--llmeff-ab=main",
             "--llmeff-compare-fail=throughput_tok_s:5%", "--llmeff-autosave", "--junitxml=j.xml", "--llmeff-save",

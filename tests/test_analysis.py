@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_llmeff import analysis
+from pytest_llmeff.report import analysis
 from pytest_llmeff.errors import UsageProblem
-from pytest_llmeff.results import BenchmarkRecord, Metric, VariantRecord
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, VariantRecord
 
 
 def _metric(name: str, median: float, rel: Optional[float] = 0.01, n: int = 12) -> Metric:

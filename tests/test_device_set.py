@@ -66,7 +66,7 @@ def test_a_device_map_models_record_keeps_each_gpus_peak(tiny_model, monkeypatch
     """The runner with a model spread over two (faked) GPUs: each GPU's highest peak over the rounds is kept."""
     import dataclasses
 
-    from pytest_llmeff import runner
+    from pytest_llmeff.bench import runner
 
     rounds_seen = []
 

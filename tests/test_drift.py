@@ -9,9 +9,9 @@ import statistics
 
 import pytest
 
-from pytest_llmeff.drift import (MIN_HISTORY, cap_single, compare_sessions, judge_stored, mde_from_se,
+from pytest_llmeff.gate.drift import (MIN_HISTORY, cap_single, compare_sessions, judge_stored, mde_from_se,
                                  paired_mde, session_spread)
-from pytest_llmeff.gate import compare, parse_thresholds
+from pytest_llmeff.gate.verdicts import compare, parse_thresholds
 
 TPUT = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]
 TTFT = parse_thresholds("ttft_s:5%")["ttft_s"]

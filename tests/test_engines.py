@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff.backends.engine import ENGINES
+from pytest_llmeff.engines.base import ENGINES
 
 
 def require(engine: str) -> None:
@@ -78,7 +78,7 @@ def test_float32_engines_agree_with_transformers_and_time_every_token(llmeff_pyt
                             "tiny-random-llama-ortgenai-fp32-b3"}
     from transformers import AutoTokenizer
 
-    from pytest_llmeff.backends.builtin import build_tiny_llama
+    from pytest_llmeff.engines.sources.builtin import build_tiny_llama
 
     tok = AutoTokenizer.from_pretrained(build_tiny_llama(Path(os.environ["LLMEFF_CACHE_DIR"])))
     prompts = ["Hello there, how are you today?", "Tell me", "A short story about a cat"]
@@ -108,8 +108,8 @@ def test_the_conversion_cache_is_keyed_hit_and_rebuilt_once_when_damaged(tiny_ca
     """CTranslate2: the second load hits the cache; int8 is another entry; a truncated model.bin is found,
     said in one line and rebuilt once."""
     require("ctranslate2")
-    from pytest_llmeff.backends import ct2
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.ctranslate2 import engine as ct2
+    from pytest_llmeff.session.marker import expand
 
     fp32, int8 = expand({"model": "tiny-random-llama", "engine": "ctranslate2", "quantization": [None, "int8"]})
     said: list[str] = []
@@ -172,7 +172,7 @@ def test_bad_engine_input_is_one_line_each_and_the_rest_runs(llmeff_pytester, ru
 
 
 def test_a_missing_engine_package_is_a_skip_naming_the_extra(monkeypatch):
-    from pytest_llmeff.backends import engine
+    from pytest_llmeff.engines import base as engine
     from pytest_llmeff.errors import VariantUnsupported
 
     real = importlib.util.find_spec
@@ -183,8 +183,8 @@ def test_a_missing_engine_package_is_a_skip_naming_the_extra(monkeypatch):
 
 
 def test_ids_name_the_engine_and_a_ggufs_own_type(tmp_path):
-    from pytest_llmeff.backends.gguf_header import file_type
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.sources.gguf_header import file_type
+    from pytest_llmeff.session.marker import expand
 
     ids = [v.id for v in expand({"model": "tiny-random-llama", "batch_size": 4,
                                  "engine": ["transformers", "ctranslate2", "onnxruntime-genai"]})]
@@ -232,12 +232,12 @@ def test_llamacpp_runs_the_gguf_in_its_own_type_against_the_transformers_referen
     Uses the default model cache, where the main job keeps the SmolLM2 conversion (one conversion for both)."""
     require("llama.cpp")
     _smollm2_or_skip()
-    from pytest_llmeff.config import default_cache_dir
+    from pytest_llmeff.spec.options import default_cache_dir
 
     monkeypatch.setenv("LLMEFF_CACHE_DIR", os.environ.get("LLMEFF_CACHE_DIR_SMOLLM2") or str(default_cache_dir()))
     # the teacher-forced probe on its first 512 tokens instead of 2,048 (llama.cpp reads ~100 tokens/s of prompt
     # on this 2-core machine): enough positions for the bound; benchmarks/sweep measures all 2,048 (top-1 0.962)
-    from pytest_llmeff import quality
+    from pytest_llmeff.measure import quality
 
     monkeypatch.setitem(quality.teacher_forced.__kwdefaults__, "max_tokens", 512)
     llmeff_pytester.makepyfile(LLAMA)
@@ -264,7 +264,7 @@ def test_threads_is_an_option_with_an_ini_twin_and_bad_values_are_one_line(pytes
     pytester.makeini("[pytest]\nllmeff_threads = two\n")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     assert result.ret == 4 and "--llmeff-threads='two' is not an integer" in result.stderr.str()
-    from pytest_llmeff.backends.engine import resolve_threads
+    from pytest_llmeff.engines.base import resolve_threads
 
     assert resolve_threads(3) == 3
     import torch

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from pytest_llmeff.gate import (GateConfigError, Limit, Threshold, check_limit, compare, min_exact_p,
+from pytest_llmeff.gate.verdicts import (GateConfigError, Limit, Threshold, check_limit, compare, min_exact_p,
                                 min_rounds_for_alpha, parse_limits, parse_thresholds)
 from pytest_llmeff.metrics import METRICS
-from pytest_llmeff.results import Metric
+from pytest_llmeff.results.schema import Metric
 
 # Five tight rounds around 1.0, no ties: any uniform shift beyond the spread separates the samples completely.
 BASE = [1.000, 1.002, 0.998, 1.001, 0.999]
@@ -276,8 +276,8 @@ def test_min_rounds_for_alpha_matches_scipy_exact_test():
 
 
 def test_gate_and_storage_do_not_import_scipy():
-    code = ("import sys, pytest_llmeff.gate, pytest_llmeff.storage; "
-            "print(sorted(m for m in ('scipy', 'torch', 'pytest_llmeff.plugin', 'pytest_llmeff.session') "
+    code = ("import sys, pytest_llmeff.gate.verdicts, pytest_llmeff.results.storage; "
+            "print(sorted(m for m in ('scipy', 'torch', 'pytest_llmeff.plugin', 'pytest_llmeff.session.state') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

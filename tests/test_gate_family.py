@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, mannwhitneyu
 
-from pytest_llmeff.baseline import Baseline
-from pytest_llmeff.gate import (DIRECT, FamilyBudget, compare, compare_paired, is_tested, not_measured,
+from pytest_llmeff.gate.baseline import Baseline
+from pytest_llmeff.gate.verdicts import (DIRECT, FamilyBudget, compare, compare_paired, is_tested, not_measured,
                                 parse_thresholds)
 from pytest_llmeff.metrics import METRICS
 from pytest_llmeff.report.gate_text import failure_text
 from pytest_llmeff.report.terminal import verdict_cell
-from pytest_llmeff.results import BenchmarkRecord, Metric, Run, VariantRecord
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord
 
 ALPHA = 0.01
 GATED = "throughput_tok_s:5%,ttft_s:10%,peak_mem_bytes:5%"

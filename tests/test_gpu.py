@@ -15,14 +15,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def cuda_tiny(tiny_cache):
-    from pytest_llmeff.backends.hf import load
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.transformers.load import load
+    from pytest_llmeff.session.marker import expand
 
     return load(expand({"model": "tiny-random-llama", "device": "cuda"})[0], tiny_cache)
 
 
 def test_cuda_event_step_times_close_on_the_wall_latency(cuda_tiny):
-    from pytest_llmeff import runner
+    from pytest_llmeff.bench import runner
 
     steps, rounds = 24, 6
     measured = runner.run(cuda_tiny, ["hello there", "a longer prompt for the batch"], batch_size=2,
@@ -55,7 +55,7 @@ def test_cuda_generation_peak_is_measured_above_what_was_allocated_at_the_reset(
 
 
 def test_mfu_uses_the_cards_exact_peak(cuda_tiny):
-    from pytest_llmeff import bench, runner
+    from pytest_llmeff.bench import measure as bench, runner
 
     peak = bench.known_peak_tflops(cuda_tiny)
     name = torch.cuda.get_device_name(0)

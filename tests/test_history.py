@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from pytest_llmeff import cli, history
-from pytest_llmeff.results import BenchmarkRecord, Metric, Run, VariantRecord, write_run
-from pytest_llmeff.storage import Storage, machine_fingerprint
+from pytest_llmeff.cli import app as cli
+from pytest_llmeff.results import history
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord, write_run
+from pytest_llmeff.results.storage import Storage, machine_fingerprint
 
 pytest.importorskip("ruptures")
 

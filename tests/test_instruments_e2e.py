@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_llmeff import runner  # noqa: E402
+from pytest_llmeff.bench import runner# noqa: E402
 from pytest_llmeff.measure.carbon import UnknownCountry, co2_g, intensity_g_per_kwh  # noqa: E402
 from pytest_llmeff.measure.conditions import cpu_governor_warning  # noqa: E402
 from pytest_llmeff.measure.meter import Measurement, Meter  # noqa: E402

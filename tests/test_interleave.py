@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from pytest_llmeff.gate import compare, compare_paired, min_pairs_for_alpha, parse_thresholds
-from pytest_llmeff.interleave import InterleaveError, Turnstile, record_file_name
+from pytest_llmeff.gate.verdicts import compare, compare_paired, min_pairs_for_alpha, parse_thresholds
+from pytest_llmeff.lockstep.turnstile import InterleaveError, Turnstile, record_file_name
 
 TPS = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]
 
 WORKER = """
 import sys, time
-from pytest_llmeff.interleave import Turnstile
+from pytest_llmeff.lockstep.turnstile import Turnstile
 directory, role, log, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t = Turnstile(directory, role, start_timeout_s=30)
 t.start()
@@ -307,7 +307,7 @@ def test_lockstep_pair_fails_the_slowed_candidate(llmeff_pytester, slowable_sour
     verdict = c_json["benchmarks"][0]["verdicts"][0]
     assert verdict["status"] == "regressed" and verdict["change"] < -0.3 and verdict["p_value"] < 0.01
     # the stored pair, judged again by the CLI: paired as well
-    from pytest_llmeff.cli import main
+    from pytest_llmeff.cli.app import main
 
     path = llmeff_pytester.path
     assert main(["compare", str(path / "baseline.json"), str(path / "candidate.json"),

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_llmeff.measure.contention import (MIN_CPU_S, OTHER_CPU_FRACTION, ContentionProbe, contention_warning,
                                               threshold_s)
-from pytest_llmeff.results import RoundContention
+from pytest_llmeff.results.schema import RoundContention
 
 ONE_BENCHMARK = """
 import pytest
@@ -68,7 +68,7 @@ def test_energy_tracker_measures_the_cpu_on_a_cpu_machine(llmeff_pytester):
         pytest.skip("this check is for a machine without CUDA")
     llmeff_pytester.makepyfile(test_e="""
         import pytest
-        from pytest_llmeff.fixtures import SESSION_KEY
+        from pytest_llmeff.session.fixtures import SESSION_KEY
 
         @pytest.mark.llm_efficiency(model="tiny-random-llama")
         def test_variant(llm_model, energy_tracker, request):

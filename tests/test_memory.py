@@ -89,9 +89,9 @@ CHILD = textwrap.dedent(
     import torch
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    from pytest_llmeff.backends.cache import ModelCache
+    from pytest_llmeff.engines.cache import ModelCache
     from pytest_llmeff.measure.memory import PeakMemory
-    from pytest_llmeff.variants import Variant
+    from pytest_llmeff.spec.variants import Variant
 
     model_dir, cache_root, history = sys.argv[1], sys.argv[2], sys.argv[3]
 

@@ -113,7 +113,7 @@ def test_concurrent_sessions_never_share_a_results_file(llmeff_pytester):
 
 def test_default_results_names_are_unique_within_one_microsecond(tmp_path):
     from pytest_llmeff.report.outputs import default_json_path
-    from pytest_llmeff.results import CommitInfo, MachineInfo, Run
+    from pytest_llmeff.results.schema import CommitInfo, MachineInfo, Run
 
     run = Run(started_at="x", finished_at="x", machine=MachineInfo(cpu="c", os="Linux", python="3.11"), versions={},
               commit=CommitInfo())

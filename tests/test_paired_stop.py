@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from pytest_llmeff.interleave import Turnstile
-from pytest_llmeff.paired_stop import (FIXED, PAIRED_CI, PAIRED_MAX_ROUNDS, PAIRED_MAX_TIME, PairedDecider,
+from pytest_llmeff.lockstep.turnstile import Turnstile
+from pytest_llmeff.lockstep.paired_stop import (FIXED, PAIRED_CI, PAIRED_MAX_ROUNDS, PAIRED_MAX_TIME, PairedDecider,
                                        PairedRounds, is_checkpoint, paired_half_width, paired_target)
 
 

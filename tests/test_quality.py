@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_llmeff import quality  # noqa: E402
+from pytest_llmeff.measure import quality# noqa: E402
 
-TEXT_FILE = Path(quality.__file__).resolve().parent / "data" / "quality_text.txt"
+TEXT_FILE = Path(quality.__file__).resolve().parents[1] / "data" / "quality_text.txt"
 
 
 def _text() -> str:
@@ -174,8 +174,8 @@ def test_custom(llm_benchmark):
 
 
 def test_a_call_with_its_own_prompts_gets_drift_on_those_prompts(llmeff_pytester, run_with_json, tiny_cache):
-    from pytest_llmeff.backends.hf import load
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.transformers.load import load
+    from pytest_llmeff.session.marker import expand
 
     prompt, n = "The harbour master read the tide gauge every", 11
     llmeff_pytester.makepyfile(test_custom=CUSTOM.format(prompt=prompt, n=n))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pytest_llmeff.errors import UsageProblem
-from pytest_llmeff.launcher import Launch, detect, owns_device
+from pytest_llmeff.scale.launcher import Launch, detect, owns_device
 
 TWO_VARIANTS = """
 import pytest

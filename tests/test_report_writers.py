@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from pytest_llmeff.gate import Verdict, compare, parse_thresholds
+from pytest_llmeff.gate.verdicts import Verdict, compare, parse_thresholds
 from pytest_llmeff.report.benchmark_json import to_pytest_benchmark, write_pytest_benchmark_json
 from pytest_llmeff.report.csv_table import CSV_COLUMNS, write_csv
 from pytest_llmeff.report.markdown import append_github_step_summary, delta_cell, render_markdown
-from pytest_llmeff.results import BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord
+from pytest_llmeff.results.schema import BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord
 
 
 def _record(precision="float32", batch=1, *, group="g", model="m", name=None, nodeid=None, metrics=None,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff import cli
+from pytest_llmeff.cli import app as cli
 from pytest_llmeff.errors import StorageError
 from pytest_llmeff.metrics import BUILTIN_METRICS, METRICS
 from pytest_llmeff.report.terminal import render
-from pytest_llmeff.results import (SCHEMA_FILE, BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord,
+from pytest_llmeff.results.schema import (SCHEMA_FILE, BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord,
                                    read_run, schema_text, write_run)
 
 
@@ -197,7 +197,7 @@ def test_cli_compare_spends_alpha_over_the_whole_comparison_and_judges_fixed_fig
 
 
 def test_the_readme_documents_every_option_and_its_ini_twin():
-    from pytest_llmeff.config import _OPTIONS
+    from pytest_llmeff.spec.options import _OPTIONS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `--llmeff-")}

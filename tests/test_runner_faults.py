@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_llmeff import runner  # noqa: E402
-from pytest_llmeff.record import Plan, Where, build_record  # noqa: E402
+from pytest_llmeff.bench import runner# noqa: E402
+from pytest_llmeff.bench.record import Plan, Where, build_record  # noqa: E402
 from pytest_llmeff.report.terminal import render  # noqa: E402
 
 CONTEXT = 512  # tiny-random-llama's max_position_embeddings

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pytest_llmeff import stats
+from pytest_llmeff.stats import intervals as stats
 
 DISTRIBUTIONS = {
     # name: (draw n samples, the true median)

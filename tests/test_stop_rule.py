@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pytest_llmeff import stats
-from pytest_llmeff.stop_rule import StopRule
+from pytest_llmeff.stats import intervals as stats
+from pytest_llmeff.stats.stop_rule import StopRule
 
 
 def _simulate(rule: StopRule, draw, round_s: float = 1.0):
@@ -146,7 +146,7 @@ def test_bad_marker_stop_settings_fail_the_test_in_one_line(llmeff_pytester, ext
 
 def test_pytest_help_prints_every_option(pytester):
     """argparse %-formats help texts: a bare '%' in one (e.g. 'METRIC:N% or') used to crash `pytest --help`."""
-    from pytest_llmeff.config import _OPTIONS
+    from pytest_llmeff.spec.options import _OPTIONS
 
     result = pytester.runpytest_subprocess("--help")
     assert result.ret == 0, result.stderr.str()

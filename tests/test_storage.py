@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from pytest_llmeff.results import BenchmarkRecord, Metric, Run, VariantRecord
-from pytest_llmeff.storage import (Storage, StorageError, load_run, machine_fingerprint, match_benchmarks,
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord
+from pytest_llmeff.results.storage import (Storage, StorageError, load_run, machine_fingerprint, match_benchmarks,
                                    mismatch_warnings)
 
 MACHINE = {"cpu": "AMD EPYC 7B13", "cores_logical": 16, "ram_bytes": 125 * 2**30 + 12345,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff import results, storage
+from pytest_llmeff.results import schema as results, storage
 from pytest_llmeff.errors import StorageError
-from pytest_llmeff.results import BenchmarkRecord, Metric, Run, VariantRecord, read_run, write_run
-from pytest_llmeff.storage import Storage, load_run, machine_fingerprint
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord, read_run, write_run
+from pytest_llmeff.results.storage import Storage, load_run, machine_fingerprint
 
 MACHINE = {"cpu": "AMD EPYC 7B13", "cores_logical": 16, "ram_bytes": 125 * 2**30, "os": "Linux-6.1.0-x86_64",
            "python": "3.11.7"}

@@ -10,7 +10,7 @@ import pytest
 from pytest_llmeff.report.markdown import render_markdown
 from pytest_llmeff.report.terminal import (DEFAULT_COLUMNS, TABLE_WIDTH, cell, column_marks, interval_text,
                                            render)
-from pytest_llmeff.results import (BenchmarkRecord, EnergyInfo, Metric, StopInfo, VariantRecord,
+from pytest_llmeff.results.schema import (BenchmarkRecord, EnergyInfo, Metric, StopInfo, VariantRecord,
                                    VerdictRecord)
 
 

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_llmeff import runner  # noqa: E402
-from pytest_llmeff.backends.hf import count_real_tokens  # noqa: E402
+from pytest_llmeff.bench import runner# noqa: E402
+from pytest_llmeff.engines.transformers.load import count_real_tokens  # noqa: E402
 from pytest_llmeff.measure.flops import (FlopsCounter, analytic_generate_flops,  # noqa: E402
                                          linear_flops_per_token, attention_flops)
 from pytest_llmeff.measure.memory import PeakMemory, cpu_peak_resettable  # noqa: E402
@@ -75,8 +75,8 @@ def prefill_heavy_model(tiny_cache):
     """A bigger random Llama with long prompts, so that prefill dominates the first step."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from pytest_llmeff.backends.hf import LoadedModel, _eos_ids
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.transformers.load import LoadedModel, _eos_ids
+    from pytest_llmeff.session.marker import expand
 
     tok = AutoTokenizer.from_pretrained(tiny_cache / "models" / "tiny-random-llama-v1")
     tok.padding_side = "left"

@@ -157,8 +157,8 @@ def _footprint_model(tmp_path, tiny_cache):
 def test_model_bytes_of_4bit_vs_float32_matches_the_expected_ratio(tmp_path, tiny_cache):
     """nf4 stores 0.5 B per quantized weight plus one float32 absmax per 64 weights and a 16-entry map per
     linear; lm_head, embeddings and norms stay float32. Measured ratio within 1% of that."""
-    from pytest_llmeff.backends.hf import load
-    from pytest_llmeff.marker import expand
+    from pytest_llmeff.engines.transformers.load import load
+    from pytest_llmeff.session.marker import expand
 
     path, dense = _footprint_model(tmp_path, tiny_cache)
     linears = [m for name, m in dense.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"]

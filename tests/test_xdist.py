@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_llmeff import xdist_gpu
+from pytest_llmeff.scale import xdist_gpu
 
 pytest.importorskip("xdist")
 

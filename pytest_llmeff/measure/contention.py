@@ -126,7 +126,7 @@ class ContentionProbe:
 
     def end(self, token: ContentionToken, round_index: int):
         """The ``results.RoundContention`` of the round that began at ``token``."""
-        from pytest_llmeff.results import RoundContention
+        from pytest_llmeff.results.schema import RoundContention
 
         other, steal, wall = self.measure(token)
         limit = threshold_s(wall)

@@ -78,7 +78,7 @@ def _variant_name(variant: Any) -> str:
     vid = getattr(variant, "id", "") or ""
     if vid:
         return vid
-    from pytest_llmeff.variants import load_id
+    from pytest_llmeff.spec.variants import load_id
 
     return load_id(variant.model, variant.precision, variant.quantization)
 

@@ -32,7 +32,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pytest_llmeff.results import BenchmarkRecord, Run, atomic_write_text
+from pytest_llmeff.results.schema import BenchmarkRecord, Run, atomic_write_text
 
 TIMED_METRIC = "latency_s"
 TIMER_NAME = "time.perf_counter"

@@ -25,9 +25,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from pytest_llmeff.gate import Verdict
+from pytest_llmeff.gate.verdicts import Verdict
 from pytest_llmeff.metrics import METRICS, spec_for
-from pytest_llmeff.results import BenchmarkRecord, Metric, atomic_write_text
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, atomic_write_text
 
 CSV_COLUMNS: tuple[str, ...] = (
     "nodeid", "name", "group", "variant_id", "model", "precision", "quantization", "batch_size",

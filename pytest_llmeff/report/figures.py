@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from pytest_llmeff import analysis
+from pytest_llmeff.report import analysis
 from pytest_llmeff.errors import UsageProblem
 from pytest_llmeff.metrics import METRICS
 from pytest_llmeff.report.terminal import cell, header_for, scale_for
-from pytest_llmeff.results import BenchmarkRecord
+from pytest_llmeff.results.schema import BenchmarkRecord
 
 FRONT_COLOUR = "#1f6fb4"
 DOMINATED_COLOUR = "#9aa0a6"

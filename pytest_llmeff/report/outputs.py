@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from pytest_llmeff import events
-from pytest_llmeff.config import DEFAULT_RESULTS_DIR, LlmeffConfig
+from pytest_llmeff.spec.options import DEFAULT_RESULTS_DIR, LlmeffConfig
 from pytest_llmeff.errors import StorageError, UsageProblem
-from pytest_llmeff.variants import sanitize_id
+from pytest_llmeff.spec.variants import sanitize_id
 
 if TYPE_CHECKING:
-    from pytest_llmeff.results import Run
+    from pytest_llmeff.results.schema import Run
 
 
 @dataclass
@@ -108,7 +108,7 @@ def fallback_path() -> Path:
 
 
 def _write_run_file(run: "Run", options: LlmeffConfig, rootdir: Path, out: Outputs) -> None:
-    from pytest_llmeff.results import write_run
+    from pytest_llmeff.results.schema import write_run
 
     path = _where(options.json_path, rootdir) if options.json_path else default_json_path(run, rootdir)
     try:
@@ -169,7 +169,7 @@ def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison:
     from pytest_llmeff.report.csv_table import write_csv
     from pytest_llmeff.report.html import write_html
     from pytest_llmeff.report.markdown import STEP_SUMMARY_ENV, append_github_step_summary, render_markdown
-    from pytest_llmeff.results import atomic_write_text
+    from pytest_llmeff.results.schema import atomic_write_text
 
     markdown = None
     if options.markdown is not None:

@@ -43,7 +43,7 @@ def summary_lines(session) -> list[Line]:
     if out is None:
         return lines
     if out.time_s:
-        from pytest_llmeff.record import time_line
+        from pytest_llmeff.bench.record import time_line
 
         lines.append((f"llmeff: {time_line(out.time_s)}", None))
     if out.json_path is not None:

@@ -40,12 +40,12 @@ from typing import Optional, Sequence
 
 from tabulate import tabulate
 
-from pytest_llmeff.analysis import best_marks as column_marks  # noqa: F401  (the table's name for it)
-from pytest_llmeff.analysis import precise as _precise
-from pytest_llmeff.analysis import sampled as _sampled
-from pytest_llmeff.analysis import target_pct, target_pct_default
+from pytest_llmeff.report.analysis import best_marks as column_marks  # noqa: F401  (the table's name for it)
+from pytest_llmeff.report.analysis import precise as _precise
+from pytest_llmeff.report.analysis import sampled as _sampled
+from pytest_llmeff.report.analysis import target_pct, target_pct_default
 from pytest_llmeff.report.csv_table import is_energy_metric
-from pytest_llmeff.results import BenchmarkRecord
+from pytest_llmeff.results.schema import BenchmarkRecord
 
 #: metric -> (column header with its display unit, multiply the stored value by this for display)
 DISPLAY: dict[str, tuple[str, float]] = {
@@ -98,7 +98,7 @@ VERDICT_MARK = {"improved": "+", "near-miss": "~", "regressed": "!", "inconclusi
                 "not-measured": "not measured"}
 NO_INTERVAL = "?"  #: after a median: no interval (too few samples)
 IMPRECISE = "!"  #: after an interval: wider than the precision target
-from pytest_llmeff.analysis import BEST, TIED  # noqa: E402  (the marks, defined with their rule)
+from pytest_llmeff.report.analysis import BEST, TIED  # noqa: E402  (the marks, defined with their rule)
 ESTIMATED = "~"  #: before an energy figure: estimated, no meter read
 
 

@@ -1,0 +1,402 @@
+"""What a record is judged against: a stored run or the lockstep partner, and the judging itself.
+
+One object, ``Baseline``, used by the plugin (per record, as it is made) and by ``llmeff compare`` (per pair of
+records of two stored runs), so that both judge the same way, with the same thresholds, tests and words for
+renamed, new and missing benchmarks. Pure logic over ``results`` models; no pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
+    from pytest_llmeff.gate.verdicts import Threshold
+    from pytest_llmeff.lockstep.turnstile import Turnstile
+    from pytest_llmeff.results.schema import BenchmarkRecord, Run
+    from pytest_llmeff.results.storage import Matching
+
+
+def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Mapping[str, "Threshold"],
+             alpha: float, paired: bool, history: Optional[Sequence["BenchmarkRecord"]] = None) -> list:
+    """``gate.Verdict`` per threshold, in the thresholds' order. ``alpha`` is the per-comparison level (after the
+    run's correction).
+
+    ``paired``: rounds alternated in time (lockstep), so the Wilcoxon signed-rank test on per-pair ratios, with
+    the paired test's minimum detectable effect. Otherwise the stored-baseline gate (``drift.judge_stored``):
+    against the medians of the stored sessions in ``history`` (this benchmark's records of earlier stored runs on
+    this machine, ``base`` first; None means ``[base]``) when there are >= 2, else against ``base``'s rounds,
+    where a regression cannot be told from drift between sessions and is inconclusive. A figure measured once per
+    variant is judged directly against its threshold; a metric that a side did not measure is ``not-measured``."""
+    from dataclasses import replace
+
+    from pytest_llmeff.gate.drift import judge_stored, paired_mde
+    from pytest_llmeff.gate.verdicts import compare_paired, not_measured
+    from pytest_llmeff.metrics import METRICS
+
+    sessions = list(history) if history else [base]
+    found = []
+    for metric, threshold in thresholds.items():
+        if metric not in base.metrics or metric not in current.metrics:
+            found.append(not_measured(metric, threshold, _missing_side(base, current, metric)))
+        elif paired:
+            v = compare_paired(metric, base.metrics[metric].samples, current.metrics[metric].samples, threshold,
+                               alpha=alpha)
+            spec = METRICS.get(metric)
+            if spec is not None and spec.sampling != "once":
+                v = replace(v, mde=paired_mde(base.metrics[metric].samples, current.metrics[metric].samples,
+                                              alpha, spec.direction))
+            found.append(v)
+        else:
+            samples = [r.metrics[metric].samples for r in sessions if metric in r.metrics]
+            found.append(judge_stored(metric, samples, current.metrics[metric].samples, threshold, alpha))
+    return found
+
+
+def _missing_side(base: "BenchmarkRecord", current: "BenchmarkRecord", metric: str) -> str:
+    if metric not in base.metrics and metric not in current.metrics:
+        return "either run"
+    return "this run" if metric not in current.metrics else "the baseline"
+
+
+def unmeasured(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Iterable[str]) -> list[str]:
+    """Gated metrics that one side did not measure (said, never skipped silently)."""
+    return [m for m in thresholds if m not in base.metrics or m not in current.metrics]
+
+
+def tested_count(metrics: Iterable[str]) -> int:
+    """How many of ``metrics`` are judged by a statistical test (so spend the run's false-alarm budget)."""
+    from pytest_llmeff.gate.verdicts import is_tested
+
+    return sum(1 for m in metrics if is_tested(m))
+
+
+def matching_lines(matching: "Matching") -> list[str]:
+    """The renamed, new and missing benchmarks of a comparison, one line each."""
+    lines = [f"renamed: {old.nodeid} -> {new.nodeid} (not compared: give it its old name back, or store a new "
+             "baseline)" for old, new in matching.renamed]
+    lines += [f"new (no baseline): {rec.nodeid}" for rec in matching.new]
+    lines += [f"missing (in the baseline only): {rec.nodeid}" for rec in matching.missing]
+    return lines
+
+
+def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
+    """What each tested comparison could resolve: one line per benchmark with its gated metrics' minimum
+    detectable effects (``mde``), and a WARNING for a threshold below it. Figures judged directly are left out."""
+    lines = []
+    for record in records:
+        parts, warns = [], []
+        for v in record.verdicts:
+            if v.status == "not-measured" or (v.p_value is None and v.mde is None and not v.history_runs):
+                continue
+            if v.mde is not None:
+                source = (f"{v.history_runs} stored sessions, spread {v.spread_rel * 100:.1f}%"
+                          if v.history_runs and v.spread_rel is not None else "paired rounds" if v.history_runs is None
+                          else f"{v.history_runs} stored sessions")
+                parts.append(f"{v.metric} {v.mde * 100:.1f}% ({source})")
+                threshold = _threshold_of(v)
+                if threshold is not None and threshold.kind == "relative":
+                    remedy = ("use --llmeff-ab or store more runs" if v.history_runs else
+                              "allow more pairs (--llmeff-max-rounds, --llmeff-max-time) or quiet the machine")
+                    if threshold.value < v.mde:
+                        warns.append(f"WARNING {record.variant.id} {v.metric}: threshold {v.threshold} is below what "
+                                     f"this baseline can resolve (≈ {v.mde * 100:.0f}%): {remedy}")
+            elif v.history_runs:
+                parts.append(f"{v.metric} unknown (1 stored session)")
+        if parts:
+            lines.append(f"minimum detectable effect (90% power) {record.variant.id}: {', '.join(parts)}")
+        lines += warns
+    return lines
+
+
+def _threshold_of(verdict) -> Optional["Threshold"]:
+    """The verdict's threshold, read back by the gate's own parser (None when it cannot be)."""
+    from pytest_llmeff.gate.verdicts import GateConfigError, parse_thresholds
+
+    try:
+        return parse_thresholds(f"{verdict.metric}:{verdict.threshold}").get(verdict.metric)
+    except GateConfigError:
+        return None
+
+
+def lockstep_pair(base: "Run", current: "Run") -> bool:
+    """True when the two runs are the two sides of one ``--llmeff-interleave`` pair."""
+    b, c = base.interleave or {}, current.interleave or {}
+    return bool(b and c and b.get("dir") == c.get("dir") and b.get("role") != c.get("role"))
+
+
+@dataclass
+class RunComparison:
+    """One run judged against a stored one (``llmeff compare``, ``llmeff report --baseline``): ``base`` the run at
+    BASE, ``sessions`` how many stored runs were judged against (BASE and those stored before it), ``skipped``
+    the unreadable ones, ``matching`` the benchmarks paired by name, ``budget`` the false-alarm budget split over
+    the tested comparisons, ``judged`` each current record with its ``gate.Verdict`` list (the record's
+    ``verdicts`` are set to them too)."""
+
+    base: "Run"
+    sessions: int
+    skipped: list
+    matching: "Matching"
+    budget: object
+    judged: list
+
+
+def compare_runs(base_path, current: "Run", thresholds: Mapping[str, "Threshold"], alpha: float, history: int,
+                 storage) -> RunComparison:
+    """Judge ``current`` against the run file ``base_path`` and the ``history - 1`` runs stored before it in its
+    machine folder under ``storage`` (a ``StorageError`` for an unreadable BASE). ``alpha`` is the whole
+    comparison's false-alarm budget (Bonferroni over its tested comparisons); the two sides of one lockstep pair
+    compare round by round."""
+    from pathlib import Path
+
+    from pytest_llmeff.gate.verdicts import FamilyBudget
+    from pytest_llmeff.lockstep.turnstile import rounds_pair
+    from pytest_llmeff.results.schema import VerdictRecord
+    from pytest_llmeff.results.storage import Storage, match_benchmarks
+
+    # the stored-baseline gate learns the spread between sessions from the runs stored before BASE (drift.py)
+    sessions_runs, skipped = Storage(Path(storage).expanduser()).history(Path(base_path), history)
+    base = sessions_runs[0]
+    matching = match_benchmarks(base, current)
+    lockstep = lockstep_pair(base, current)  # the two sides of one lockstep pair: rounds compare pair by pair
+    m = sum(tested_count(t for t in thresholds if t in old.metrics and t in new.metrics)
+            for old, new in matching.pairs)
+    budget = FamilyBudget(alpha, max(1, m))
+    judged = []
+    for old, new in matching.pairs:
+        paired = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics and rounds_pair(old, new))
+        sessions = [r for run in sessions_runs for r in run.benchmarks if (r.nodeid, r.name) == (old.nodeid, old.name)]
+        found = verdicts(old, new, thresholds, budget.level, paired, None if paired else sessions)
+        new.verdicts = [VerdictRecord.from_verdict(v) for v in found]
+        judged.append((new, found))
+    return RunComparison(base, len(sessions_runs), skipped, matching, budget, judged)
+
+
+class Baseline:
+    """This session's baseline and gate settings.
+
+    ``thresholds``: metric -> tolerated worsening (``--llmeff-compare-fail``), extended per test by the marker's
+    ``thresholds=``. ``alpha``: significance level of the one-sided tests. ``stored``: the run loaded by
+    ``--llmeff-compare`` (None without one); ``name``: its file path. ``note``: why there is nothing to compare
+    with yet (a first CI run). ``turnstile``: the lockstep pair under ``--llmeff-interleave``: as the candidate,
+    each record is judged against the partner's record of the same benchmark, pair by pair; as the baseline,
+    each record is handed to the candidate instead.
+
+    The false-alarm budget: ``alpha`` holds for the whole run. Each tested comparison (a gated metric with rounds,
+    of one benchmark) is held at alpha / m (Bonferroni, ``gate.FamilyBudget``), m from ``family_size``: counted
+    before the first test runs, from the collected benchmark tests (``plan_family``) and the stored run.
+    """
+
+    def __init__(self, thresholds: Optional[Mapping[str, "Threshold"]] = None, alpha: float = 0.01,
+                 stored: Optional["Run"] = None, name: Optional[str] = None, note: Optional[str] = None,
+                 turnstile: Optional["Turnstile"] = None, history: Optional[Sequence["Run"]] = None,
+                 history_skipped: Sequence[str] = ()):
+        self.thresholds = dict(thresholds or {})
+        self.alpha = alpha
+        self.stored = stored
+        self.name = name
+        self.note = note
+        self.turnstile = turnstile
+        self._index = {(r.nodeid, r.name): r for r in stored.benchmarks} if stored is not None else {}
+        # the stored sessions judged against (drift.py): the baseline first, then older stored runs
+        self.history: list["Run"] = list(history) if history else ([stored] if stored is not None else [])
+        self.history_skipped = list(history_skipped)
+        self._sessions: dict[tuple[str, str], list["BenchmarkRecord"]] = {}
+        for run in self.history:
+            for r in run.benchmarks:
+                self._sessions.setdefault((r.nodeid, r.name), []).append(r)
+        self._planned: Optional[dict[str, tuple[str, ...]]] = None  # collected nodeid -> its gated metrics
+        self.tested = 0  # tested comparisons made so far (verdicts with a p-value or an inconclusive test)
+        self.direct = 0  # comparisons judged directly (figures measured once per variant)
+        self.not_measured = 0  # gated metrics a side did not measure
+
+    def plan_family(self, tests: Iterable[tuple[str, object]]) -> None:
+        """Tell the baseline which benchmark tests this run collected, before any runs: ``(nodeid, variant)``
+        pairs, ``variant`` a ``variants.Variant`` (its marker ``thresholds`` add to the command line's) or None.
+        Call it from ``pytest_collection_finish`` on every process that judges (xdist workers too)."""
+        planned: dict[str, tuple[str, ...]] = {}
+        for nodeid, variant in tests:
+            gated = dict.fromkeys(self.thresholds)
+            for metric, _ in getattr(variant, "thresholds", None) or ():
+                gated[metric] = None
+            planned[str(nodeid)] = tuple(gated)
+        self._planned = planned
+
+    def family_size(self) -> tuple[Optional[int], str]:
+        """(m, what it counts): the number of tested (benchmark, gated metric) comparisons this run can make.
+
+        With a stored run: its benchmarks (only those collected now, when the collection is known) times their
+        gated metrics that it measured (a comparison needs a stored figure). Otherwise (the lockstep candidate):
+        the collected benchmark tests times their gated metrics. None when neither is known (then each test
+        spends the budget alone, and the report says so). Figures measured once per variant are not counted:
+        they are judged directly, with no test to false-alarm."""
+        planned = self._planned
+        if self.stored is not None:
+            m, benchmarks = 0, 0
+            for r in self.stored.benchmarks:
+                if planned is not None and r.nodeid not in planned:
+                    continue
+                gated = planned[r.nodeid] if planned is not None else tuple(self.thresholds)
+                benchmarks += 1
+                m += tested_count(metric for metric in gated if metric in r.metrics)
+            return m, f"{benchmarks} stored benchmark{'s' if benchmarks != 1 else ''} x gated metrics"
+        if planned is not None:
+            m = sum(tested_count(gated) for gated in planned.values())
+            return m, f"{len(planned)} collected benchmark test{'s' if len(planned) != 1 else ''} x gated metrics"
+        return None, ""
+
+    def budget(self, thresholds: Mapping[str, "Threshold"]):
+        """The ``gate.FamilyBudget`` for one test's comparisons (``thresholds``: its gated metrics)."""
+        from pytest_llmeff.gate.verdicts import FamilyBudget
+
+        m, _ = self.family_size()
+        if m is None or m < 1:
+            return FamilyBudget(self.alpha, max(1, tested_count(thresholds)), "this test only: the run's size "
+                                "is unknown")
+        return FamilyBudget(self.alpha, max(m, 1), "the run")
+
+    def budget_line(self) -> Optional[str]:
+        """The correction used and the per-comparison level, for the report; None before anything was judged."""
+        if not (self.tested or self.direct or self.not_measured):
+            return None
+        m, counts = self.family_size()
+        parts = [f"false-alarm budget: --llmeff-alpha {self.alpha:g} is the chance of any false 'regressed' in "
+                 "the whole run"]
+        if m:
+            parts.append(f"Bonferroni over m = {m} tested comparisons ({counts}): each at alpha/m = "
+                         f"{self.alpha / m:.3g}; {self.tested} made")
+            if self.tested > m:
+                parts.append(f"WARNING more comparisons were made than counted before the run (named benchmarks "
+                             f"or marker thresholds): the run's bound is {self.alpha:g} x {self.tested}/{m} = "
+                             f"{self.alpha * self.tested / m:.3g}")
+        else:
+            parts.append(f"WARNING the run's size was unknown before the tests ran: Bonferroni over each test's "
+                         f"own gated metrics only ({self.tested} tested comparisons made), so the whole run is "
+                         f"not held to {self.alpha:g}")
+        if self.direct:
+            parts.append(f"{self.direct} once-per-variant figure{'s' if self.direct != 1 else ''} judged directly "
+                         "against the threshold (no test)")
+        if self.not_measured:
+            parts.append(f"{self.not_measured} gated metric{'s' if self.not_measured != 1 else ''} not measured")
+        return "; ".join(parts)
+
+    @classmethod
+    def from_options(cls, options, storage) -> "Baseline":
+        """The baseline asked for by the options: ``--llmeff-compare=NAME|PATH`` or the latest stored run of
+        this machine (``storage``: a ``storage.Storage`` with the current fingerprint). Raises
+        ``StorageError``/``GateConfigError`` with one line. No stored run yet under ``latest``: a note."""
+        from pytest_llmeff.gate.verdicts import parse_thresholds
+
+        thresholds = parse_thresholds(options.compare_fail) if options.compare_fail else {}
+        name = options.compare
+        if not name:
+            return cls(thresholds, options.alpha)
+        if name == "latest":
+            path = storage.latest(storage.fingerprint) or storage.latest()
+            if path is None:
+                return cls(thresholds, options.alpha, note=f"no stored run in {storage.root} to compare with yet")
+        else:
+            path = storage.resolve(name)
+        runs, skipped = storage.history(path, options.compare_history)
+        return cls(thresholds, options.alpha, stored=runs[0], name=str(path), history=runs,
+                   history_skipped=skipped)
+
+    @property
+    def lockstep_role(self) -> Optional[str]:
+        return self.turnstile.role if self.turnstile is not None else None
+
+    def label(self) -> Optional[str]:
+        """What the run file names as its baseline."""
+        if self.lockstep_role == "candidate":
+            return f"interleave partner ({self.turnstile.directory})"
+        return self.name
+
+    def thresholds_for(self, variant) -> dict[str, "Threshold"]:
+        """The thresholds that judge ``variant``: the command line's, extended by the marker's ``thresholds=``."""
+        from pytest_llmeff.gate.verdicts import parse_thresholds
+
+        thresholds = dict(self.thresholds)
+        if getattr(variant, "thresholds", None):
+            thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
+        return thresholds
+
+    def judge(self, record: "BenchmarkRecord", variant) -> None:
+        """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (the marker's
+        absolute limits). As the lockstep baseline, hand the record to the candidate first."""
+        from pytest_llmeff.gate.verdicts import check_limit, parse_limits
+        from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
+
+        if self.lockstep_role == "baseline":
+            self.turnstile.publish(record.nodeid, record.name, record.model_dump_json())
+        thresholds = self.thresholds_for(variant)
+        base, paired = self._record_for(record)
+        if base is not None:
+            from pytest_llmeff.gate.verdicts import DIRECT
+
+            budget = self.budget(thresholds)
+            sessions = None if paired else self._sessions.get((record.nodeid, record.name))
+            for v in verdicts(base, record, thresholds, budget.level, paired, sessions):
+                vr = VerdictRecord.from_verdict(v)
+                if v.status == "not-measured":
+                    self.not_measured += 1
+                    record.warnings.append(f"gated metric {v.metric} was not measured in "
+                                           f"{_missing_side(base, record, v.metric)}: not compared")
+                elif v.test == DIRECT:
+                    self.direct += 1
+                    vr.correction = "none: judged directly (one figure per variant)"
+                else:
+                    self.tested += 1
+                    vr.alpha, vr.alpha_run, vr.comparisons = budget.level, budget.alpha, budget.comparisons
+                    vr.correction = budget.describe()
+                record.verdicts.append(vr)
+        for limit in parse_limits(dict(variant.limits)) if variant.limits else []:
+            r = check_limit(limit, record.metrics.get(limit.metric))
+            record.limits.append(LimitRecord(metric=limit.metric, limit=limit.text, median=r.median,
+                                             passed=r.passed, message=r.message))
+
+    def _record_for(self, record: "BenchmarkRecord") -> tuple[Optional["BenchmarkRecord"], bool]:
+        """(the baseline's record of this benchmark or None, whether its rounds pair with ``record``'s)."""
+        if self.lockstep_role != "candidate":
+            return self._index.get((record.nodeid, record.name)), False
+        from pytest_llmeff.lockstep.turnstile import rounds_pair
+        from pytest_llmeff.results.schema import BenchmarkRecord
+
+        text = self.turnstile.partner_record(record.nodeid, record.name)
+        if text is None:
+            record.warnings.append(f"the interleave baseline has no record of this benchmark "
+                                   f"({self.turnstile.alone_reason or 'not published'}): not compared")
+            return None, False
+        base = BenchmarkRecord.model_validate_json(text)
+        paired = rounds_pair(base, record)
+        if not paired:
+            record.warnings.append("rounds were not interleaved with the baseline's throughout (a side went on "
+                                   "alone, or the round counts differ): compared as two runs (Mann-Whitney U)")
+        return base, paired
+
+    def comparison_lines(self, current: Optional["Run"]) -> list[str]:
+        """What the comparison found beyond the verdicts: the lockstep state, renamed/new/missing benchmarks
+        and machine or library mismatches."""
+        lines = []
+        if self.turnstile is not None:
+            t = self.turnstile
+            alone = f"; went on alone: {t.alone_reason}" if t.alone_reason else ""
+            lines.append(f"interleaved as the {t.role} with {t.directory}: {t.turns} turns passed{alone}")
+        if self.note:
+            lines.append(self.note)
+        budget = self.budget_line()
+        if budget:
+            lines.append(budget)
+        if self.stored is None or current is None:
+            return lines + (resolution_lines(current.benchmarks) if current is not None else [])
+        from pytest_llmeff.results.storage import match_benchmarks, mismatch_warnings
+
+        k = len(self.history)
+        lines.append(f"compared with {self.name}" + (f" and the {k - 1} stored run{'s' if k != 2 else ''} before "
+                                                     f"it (the spread between sessions)" if k > 1 else
+                                                     " alone: one stored session, so a change cannot be told from "
+                                                     "drift between sessions (store more runs, or use --llmeff-ab)"))
+        lines += [f"history: skipped {line}" for line in self.history_skipped]
+        lines += resolution_lines(current.benchmarks)
+        lines += matching_lines(match_benchmarks(self.stored, current))
+        lines += [f"WARNING {w}" for w in mismatch_warnings(self.stored, current)]
+        return lines
