@@ -43,7 +43,7 @@ def sharded(root: Path) -> float:
     t0 = time.perf_counter()
     procs = [_pytest(root, f"s{k}.json", f"--llmeff-shard={k}/2") for k in range(2)]
     assert all(p.wait() == 0 for p in procs)
-    subprocess.run([sys.executable, "-m", "pytest_llmeff.cli.app", "merge", "s0.json", "s1.json", "-o", "m.json"],
+    subprocess.run([sys.executable, "-m", "pytest_llmeff.cli", "merge", "s0.json", "s1.json", "-o", "m.json"],
                    cwd=root, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 

@@ -245,7 +245,7 @@ def test_list_a_path_that_is_not_a_directory_is_exit_2(tmp_path, capsys, files):
     ["list", "{dir}/good.json"],
 ])
 def test_the_command_prints_one_line_and_no_traceback(files, tmp_path, argv):
-    proc = subprocess.run([sys.executable, "-m", "pytest_llmeff.cli.app", *(a.format(dir=tmp_path) for a in argv)],
+    proc = subprocess.run([sys.executable, "-m", "pytest_llmeff.cli", *(a.format(dir=tmp_path) for a in argv)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("llmeff: error: "), proc.stderr

@@ -34,7 +34,7 @@ def model_dir(tiny_cache, tmp_path):
 @pytest.mark.slow
 def test_the_scaffolded_suite_passes_at_once(llmeff_pytester, tiny_cache):
     shutil.copytree(tiny_cache / "models" / "tiny-random-llama-v1", llmeff_pytester.path / "models" / "mine")
-    made = subprocess.run([sys.executable, "-m", "pytest_llmeff.cli.app", "init", "--model", "models/mine",
+    made = subprocess.run([sys.executable, "-m", "pytest_llmeff.cli", "init", "--model", "models/mine",
                            "--precision", "float32,bfloat16", "--batch-size", "1,2", "--max-new-tokens", "4"],
                           cwd=llmeff_pytester.path, capture_output=True, text=True)  # stdin is not a terminal
     assert made.returncode == 0, made.stderr

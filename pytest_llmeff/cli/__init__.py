@@ -1,5 +1,1 @@
-"""The commands of `llmeff` (one module each); `main` is the console entry point."""
-
-from pytest_llmeff.cli.app import main
-
-__all__ = ["main"]
+"""The commands of `llmeff`, one module each; `app.main` is the console entry point (`python -m pytest_llmeff.cli`)."""

@@ -1,0 +1,7 @@
+"""`python -m pytest_llmeff.cli`: the `llmeff` command."""
+
+import sys
+
+from pytest_llmeff.cli.app import main
+
+sys.exit(main())
