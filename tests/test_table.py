@@ -278,3 +278,20 @@ def test_a_session_shows_the_columns_it_is_given(llmeff_pytester):
     assert any(line.startswith("median ±X%: 95% interval of the median") for line in out)
     bad = llmeff_pytester.runpytest_inprocess("-p", "no:cacheprovider", "--llmeff-columns=tok_s")
     assert bad.ret == 4 and "tok_s" in bad.stderr.str() + bad.stdout.str()
+
+
+def test_the_metric_table_is_the_only_description_of_a_metric():
+    """Every built-in metric says its column label, display unit and scale in metrics.py; the terminal holds no
+    table of its own, and a user metric without a display is shown by its name in its stored unit."""
+    import pytest_llmeff.report.terminal as terminal
+    from pytest_llmeff.metrics import BUILTIN_METRICS, Display, MetricSpec, header_for, is_energy_metric, scale_for
+
+    assert not hasattr(terminal, "DISPLAY")
+    assert all(spec.display is not None for spec in BUILTIN_METRICS)
+    assert header_for("ttft_s") == "TTFT ms" and scale_for("ttft_s") == 1e3
+    assert header_for("peak_mem_delta_bytes") == "gen peak MiB" and scale_for("peak_mem_delta_bytes") == 1 / 2**20
+    assert header_for("throughput_tok_s") == "tok/s"
+    assert header_for("my_metric_ms") == "my_metric_ms" and scale_for("my_metric_ms") == 1.0
+    assert is_energy_metric("co2_g") and is_energy_metric("energy_user_j") and not is_energy_metric("ttft_s")
+    custom = MetricSpec("swap_bytes", "B", "lower", "swap used", display=Display("swap", "MiB", 1 / 2**20))
+    assert custom.header == "swap MiB" and custom.label == "swap" and custom.scale == 1 / 2**20

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
+from pytest_llmeff.metrics import scale_for
 from pytest_llmeff.spec.variants import Variant
 
 if TYPE_CHECKING:
@@ -145,15 +146,15 @@ def one_line(record: "BenchmarkRecord") -> str:
     """The ``-v`` line printed under a benchmark test."""
     m = record.metrics
 
-    def med(name, scale=1.0, fmt="{:.1f}"):
-        return fmt.format(m[name].median * scale) if name in m else "n/a"
+    def med(name, fmt="{:.1f}"):  # in the metric table's display unit
+        return fmt.format(m[name].median * scale_for(name)) if name in m else "n/a"
 
     energy = ""
     if "energy_j_per_tok" in m:
         tilde = "~" if record.energy and record.energy.estimated else ""
         energy = f", {tilde}{m['energy_j_per_tok'].median:.3g} J/tok"
-    return (f"{record.variant.id}: {med('throughput_tok_s')} tok/s, ttft {med('ttft_s', 1e3)} ms, "
-            f"tpot {med('tpot_s', 1e3)} ms, peak {med('peak_mem_bytes', 1 / 2**20, '{:.0f}')} MiB{energy}")
+    return (f"{record.variant.id}: {med('throughput_tok_s')} tok/s, ttft {med('ttft_s')} ms, "
+            f"tpot {med('tpot_s')} ms, peak {med('peak_mem_bytes', '{:.0f}')} MiB{energy}")
 
 
 def payload(records: list["BenchmarkRecord"]) -> list[str]:

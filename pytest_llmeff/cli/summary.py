@@ -76,7 +76,8 @@ def register(sub) -> None:
 def _section_lines(rows, objectives, weights, metrics) -> list[str]:
     from tabulate import tabulate
 
-    from pytest_llmeff.report.terminal import cell, header_for, scale_for
+    from pytest_llmeff.metrics import header_for, scale_for
+    from pytest_llmeff.report.terminal import cell
 
     full = {id(r): analysis.label(r) for r in rows}
     prefix = analysis.common_prefix(rows)

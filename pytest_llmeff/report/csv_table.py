@@ -6,7 +6,7 @@ statistics in the metric's own unit (seconds, bytes, tok/s, ...): ``median``, ``
 distribution-free interval of the median, same unit; empty with fewer than 6 samples), ``ci_rel`` (the interval's
 larger half-width as a fraction of the median, 0.05 = ±5%), ``mean`` (total work / total time for a rate),
 ``stdev``, ``min``, ``max``, ``p90``/``p99`` (empty below 10/100 samples); then, on rows of energy metrics
-(``ENERGY_METRICS``: figures computed from the energy meter's joules), ``energy_method`` (how the joules were
+(``metrics.is_energy_metric``: figures computed from the energy meter's joules), ``energy_method`` (how the joules were
 obtained, e.g. ``codecarbon:cpu=cpu_load,ram=constant`` or ``rapl:package-0``) and ``estimated`` (``true`` when
 no physical meter was read: a model of power, not a measurement; ``false`` for RAPL/NVML), both empty on other
 rows; and, with regression verdicts, the baseline median (same unit), the change in percent (signed, +20 = 20%
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from pytest_llmeff.gate.verdicts import Verdict
-from pytest_llmeff.metrics import METRICS, spec_for
+from pytest_llmeff.metrics import METRICS, is_energy_metric, spec_for
 from pytest_llmeff.results.schema import BenchmarkRecord, Metric, atomic_write_text
 
 CSV_COLUMNS: tuple[str, ...] = (
@@ -35,10 +35,6 @@ CSV_COLUMNS: tuple[str, ...] = (
     "p90", "p99", "energy_method", "estimated",
     "baseline_median", "change_pct", "verdict", "p_value",
 )
-
-#: metrics computed from the energy meter's joules: their rows carry the meter's method and ``estimated`` flag
-ENERGY_METRICS: frozenset[str] = frozenset({
-    "energy_j", "energy_j_per_tok", "energy_net_j", "energy_prefill_j", "energy_decode_j_per_tok", "co2_g"})
 
 Verdicts = Mapping[tuple[str, str], Mapping[str, Verdict]]
 
@@ -50,12 +46,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
-
-
-def is_energy_metric(name: str) -> bool:
-    """True for a metric derived from the energy meter: those of ``ENERGY_METRICS`` and any user metric whose
-    name starts with ``energy_``."""
-    return name in ENERGY_METRICS or name.startswith("energy_")
 
 
 def _energy_cells(record: BenchmarkRecord, name: str) -> list[Any]:

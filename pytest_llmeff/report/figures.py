@@ -5,8 +5,8 @@ Plotly is the optional ``report`` extra: it is imported inside each function (``
 extra to install in one line), never when the plugin loads.
 
 Scatter (``scatter_figure``): one point per passed benchmark holding both metrics, at its medians in the
-display units of the table (``terminal.DISPLAY``), with error bars spanning the 95% intervals of the medians
-(none for once-per-variant figures). When both metrics have a direction, the Pareto front of the two
+display units of the metric table (``metrics.MetricSpec.display``), with error bars spanning the 95% intervals of
+the medians (none for once-per-variant figures). When both metrics have a direction, the Pareto front of the two
 (``analysis.pareto_front``: dominance only beyond noise) is drawn as a dashed line through the front's points;
 dominated points are grey and dimmed, and their hover names who dominates them. Hover shows the variant, both
 values with their intervals, and whether it is on the front.
@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 
 from pytest_llmeff.report import analysis
 from pytest_llmeff.errors import UsageProblem
-from pytest_llmeff.metrics import METRICS
-from pytest_llmeff.report.terminal import cell, header_for, scale_for
+from pytest_llmeff.metrics import METRICS, header_for, scale_for
+from pytest_llmeff.report.terminal import cell
 from pytest_llmeff.results.schema import BenchmarkRecord
 
 FRONT_COLOUR = "#1f6fb4"

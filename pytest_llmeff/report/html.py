@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from pytest_llmeff.report import analysis
-from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.metrics import METRICS, header_for, scale_for
 from pytest_llmeff.report import figures
 from pytest_llmeff.report.markdown import table_metrics
-from pytest_llmeff.report.terminal import cell, header_for, legend_lines, scale_for, verdict_cell
+from pytest_llmeff.report.terminal import cell, legend_lines, verdict_cell
 from pytest_llmeff.results.schema import BenchmarkRecord, Run, VerdictRecord, atomic_write_text
 
 #: (nodeid, benchmark name) -> the verdicts of that benchmark against a baseline

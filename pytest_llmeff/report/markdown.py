@@ -28,8 +28,8 @@ from typing import Mapping, Optional, Sequence
 from tabulate import tabulate
 
 from pytest_llmeff.gate.verdicts import Verdict
-from pytest_llmeff.metrics import METRICS, spec_for
-from pytest_llmeff.report.terminal import _label, _precision, cell, column_marks, header_for, legend_lines
+from pytest_llmeff.metrics import METRICS, header_for, spec_for
+from pytest_llmeff.report.terminal import _label, _precision, cell, column_marks, legend_lines
 from pytest_llmeff.results.schema import BenchmarkRecord
 
 # verdicts as the gate gives them: (nodeid, benchmark name) -> {metric name -> Verdict}

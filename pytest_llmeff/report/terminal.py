@@ -12,7 +12,7 @@ divergence) would not. ``--llmeff-columns=a,b,c`` (ini ``llmeff_columns``) picks
 A column none of the table's records holds is left out of the default set and kept (all ``-``) when asked for
 by name. Every metric stays in the JSON run file, the markdown report and the CSV.
 
-Cells (``cell``), in the display unit of ``DISPLAY``:
+Cells (``cell``), in the display unit the metric table gives (``metrics.MetricSpec.display``):
 
 - a per-round or per-token metric: ``median ±X%``, X the larger half-width of the 95% confidence interval of the
   median (``Metric.ci_rel``) in percent of the median, e.g. ``38.4 ±1.2%``;
@@ -44,41 +44,8 @@ from pytest_llmeff.report.analysis import best_marks as column_marks  # noqa: F4
 from pytest_llmeff.report.analysis import precise as _precise
 from pytest_llmeff.report.analysis import sampled as _sampled
 from pytest_llmeff.report.analysis import target_pct, target_pct_default
-from pytest_llmeff.report.csv_table import is_energy_metric
+from pytest_llmeff.metrics import header_for, is_energy_metric, scale_for, short_label
 from pytest_llmeff.results.schema import BenchmarkRecord
-
-#: metric -> (column header with its display unit, multiply the stored value by this for display)
-DISPLAY: dict[str, tuple[str, float]] = {
-    "throughput_tok_s": ("tok/s", 1.0),
-    "decode_tok_s": ("decode tok/s", 1.0),
-    "prefill_tok_s": ("prefill tok/s", 1.0),
-    "ttft_s": ("TTFT ms", 1e3),
-    "tpot_s": ("TPOT ms", 1e3),
-    "itl_s": ("ITL ms", 1e3),
-    "latency_s": ("e2e s", 1.0),
-    "peak_mem_bytes": ("peak MiB", 1 / 2**20),
-    "peak_mem_delta_bytes": ("gen peak MiB", 1 / 2**20),
-    "model_bytes": ("model MiB", 1 / 2**20),
-    "energy_j": ("energy J", 1.0),
-    "energy_j_per_tok": ("J/tok", 1.0),
-    "energy_net_j": ("net J", 1.0),
-    "energy_prefill_j": ("prefill J", 1.0),
-    "energy_decode_j_per_tok": ("decode J/tok", 1.0),
-    "co2_g": ("CO2 g", 1.0),
-    "flops_per_tok": ("GFLOP/tok", 1e-9),
-    "flops_counted": ("counted GFLOP", 1e-9),
-    "flops_analytic": ("analytic GFLOP", 1e-9),
-    "tflops": ("TFLOP/s", 1.0),
-    "mfu": ("MFU %", 100.0),
-    "load_s": ("load s", 1.0),
-    "token_agreement": ("agree %", 100.0),
-    "prefix_agreement": ("prefix %", 100.0),
-    "top1_agreement": ("top1 %", 100.0),
-    "kld_mean_nat": ("KLD nat", 1.0),
-    "kld_p99_nat": ("KLD p99 nat", 1.0),
-    "ppl": ("ppl", 1.0),
-    "ppl_ratio": ("ppl ratio", 1.0),
-}
 
 #: the default metric columns, in order; each entry's first metric the table's records hold is shown (older
 #: runs have ``tpot_s`` and ``peak_mem_bytes`` where newer ones have ``itl_s`` and ``peak_mem_delta_bytes``)
@@ -100,16 +67,6 @@ NO_INTERVAL = "?"  #: after a median: no interval (too few samples)
 IMPRECISE = "!"  #: after an interval: wider than the precision target
 from pytest_llmeff.report.analysis import BEST, TIED  # noqa: E402  (the marks, defined with their rule)
 ESTIMATED = "~"  #: before an energy figure: estimated, no meter read
-
-
-def header_for(metric: str) -> str:
-    """The column header of ``metric`` (a user metric: its name, which carries its unit)."""
-    return DISPLAY.get(metric, (metric, 1.0))[0]
-
-
-def scale_for(metric: str) -> float:
-    """The factor from the stored unit to the display unit of ``metric``'s column."""
-    return DISPLAY.get(metric, (metric, 1.0))[1]
 
 
 def _decimals(value: float) -> int:
@@ -167,16 +124,6 @@ def table_metrics(rows: Sequence[BenchmarkRecord], columns: Optional[Sequence[st
         if found is not None:
             chosen.append(found)
     return chosen
-
-
-_UNIT_WORDS = frozenset({"ms", "s", "MiB", "J", "g", "%", "nat", "GFLOP"})
-
-
-def short_label(metric: str) -> str:
-    """``metric``'s header without a trailing unit word (``TTFT ms`` -> ``TTFT``), for the verdicts, whose
-    changes are in percent."""
-    head, _, last = header_for(metric).rpartition(" ")
-    return head if head and last in _UNIT_WORDS else header_for(metric)
 
 
 def verdict_cell(record: BenchmarkRecord) -> str:
