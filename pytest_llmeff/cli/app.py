@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional
 
+from pytest_llmeff.defaults import DEFAULT_ALPHA
 from pytest_llmeff.cli import help as cli_help, export, init as scaffold
 from pytest_llmeff.spec.options import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 from pytest_llmeff.errors import LlmeffError, StorageError
@@ -233,8 +234,9 @@ def _parser() -> _Parser:
     cmp.add_argument("current")
     cmp.add_argument("--fail", default=DEFAULT_FAIL, type=_thresholds,
                      help=f"thresholds, as --llmeff-compare-fail (default {DEFAULT_FAIL.replace('%', '%%')})")
-    cmp.add_argument("--alpha", type=_alpha, default=0.01,
-                     help="chance of any false 'regressed' in the whole comparison, 0 < P < 1 (default 0.01)")
+    cmp.add_argument("--alpha", type=_alpha, default=DEFAULT_ALPHA,
+                     help="chance of any false 'regressed' in the whole comparison, 0 < P < 1 "
+                          f"(default {DEFAULT_ALPHA:g})")
     cmp.add_argument("--history", type=_history_count, default=DEFAULT_COMPARE_HISTORY, metavar="N",
                      help=f"judge against BASE and the runs stored before it in its machine folder under --storage, "
                           f"N in all (default {DEFAULT_COMPARE_HISTORY}; 1: BASE alone)")

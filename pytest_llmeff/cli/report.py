@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pytest_llmeff.defaults import DEFAULT_ALPHA
 from pytest_llmeff.spec.options import DEFAULT_COMPARE_HISTORY, DEFAULT_STORAGE
 from pytest_llmeff.errors import StorageError
 from pytest_llmeff.cli.summary import add_analysis_options
@@ -34,8 +35,9 @@ def register(sub, thresholds, alpha, history, default_fail: str) -> None:
     p.add_argument("--baseline", default=None, metavar="BASE.json", help="judge the run against this run file")
     p.add_argument("--fail", default=thresholds(default_fail), type=thresholds,
                    help=f"with --baseline: thresholds as in llmeff compare (default {default_fail.replace('%', '%%')})")
-    p.add_argument("--alpha", type=alpha, default=0.01,
-                   help="with --baseline: chance of any false 'regressed' in the whole comparison (default 0.01)")
+    p.add_argument("--alpha", type=alpha, default=DEFAULT_ALPHA,
+                   help="with --baseline: chance of any false 'regressed' in the whole comparison "
+                        f"(default {DEFAULT_ALPHA:g})")
     p.add_argument("--history", type=history, default=DEFAULT_COMPARE_HISTORY, metavar="N",
                    help=f"with --baseline: as in llmeff compare (default {DEFAULT_COMPARE_HISTORY})")
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
+from pytest_llmeff.defaults import DEFAULT_ALPHA
+
 if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
     from pytest_llmeff.gate.verdicts import Threshold
     from pytest_llmeff.lockstep.turnstile import Turnstile
@@ -187,7 +189,7 @@ class Baseline:
     before the first test runs, from the collected benchmark tests (``plan_family``) and the stored run.
     """
 
-    def __init__(self, thresholds: Optional[Mapping[str, "Threshold"]] = None, alpha: float = 0.01,
+    def __init__(self, thresholds: Optional[Mapping[str, "Threshold"]] = None, alpha: float = DEFAULT_ALPHA,
                  stored: Optional["Run"] = None, name: Optional[str] = None, note: Optional[str] = None,
                  turnstile: Optional["Turnstile"] = None, history: Optional[Sequence["Run"]] = None,
                  history_skipped: Sequence[str] = ()):

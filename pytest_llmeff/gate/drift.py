@@ -39,6 +39,7 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
+from pytest_llmeff.defaults import DEFAULT_ALPHA
 from pytest_llmeff.gate.verdicts import Threshold, Verdict, compare, decide
 from pytest_llmeff.metrics import METRICS
 
@@ -124,7 +125,7 @@ def _own_se(samples: Sequence[float], log_scale: bool) -> float:
 
 
 def compare_sessions(metric_name: str, history_medians: Sequence[float], current_samples: Sequence[float],
-                     threshold: Threshold, alpha: float = 0.01) -> Verdict:
+                     threshold: Threshold, alpha: float = DEFAULT_ALPHA) -> Verdict:
     """Judge the current session's rounds of ``metric_name`` against K >= 2 stored session medians (newest
     first or any order) with the prediction test of the module docstring. The verdict carries ``mde``,
     ``history_runs`` and ``spread_rel``; a threshold below the MDE is said in its message."""

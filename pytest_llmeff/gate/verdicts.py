@@ -39,6 +39,7 @@ metric that one side did not measure is a ``not-measured`` verdict (``not_measur
 
 from __future__ import annotations
 
+from pytest_llmeff.defaults import DEFAULT_ALPHA
 from pytest_llmeff.errors import GateConfigError  # noqa: F401  (its old home; defined in errors.py)
 
 import math
@@ -138,7 +139,7 @@ class Verdict:
     unit: str = ""
     n_baseline: int = 0
     n_current: int = 0
-    alpha: float = 0.01  # the level p_value was held against (per comparison, after the run's correction)
+    alpha: float = DEFAULT_ALPHA  # the level p_value was held against (per comparison, after the run's correction)
     test: str = "one-sided Mann-Whitney U"  # or the paired Wilcoxon test for lockstep rounds, or DIRECT
     correction: str = ""  # how ``alpha`` came from the run's --llmeff-alpha (see FamilyBudget.describe)
     mde: Optional[float] = None  # smallest worsening (fraction) caught 90% of the time at ``alpha`` (drift.py)
@@ -356,7 +357,7 @@ def _relative_change(base_med: float, cur_med: float) -> float:
 
 
 def compare(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
-            threshold: Threshold, alpha: float = 0.01, min_samples: int = 3) -> Verdict:
+            threshold: Threshold, alpha: float = DEFAULT_ALPHA, min_samples: int = 3) -> Verdict:
     """Compare the current samples of ``metric_name`` with the baseline's (see the module docstring for rules).
 
     ``threshold.metric`` must be ``metric_name``. Samples are raw per-round values in the metric's unit. The
@@ -396,7 +397,7 @@ def _one_sided_p_paired(differences: list[float], alternative: str) -> float:
 
 
 def compare_paired(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
-                   threshold: Threshold, alpha: float = 0.01, min_samples: int = 3) -> Verdict:
+                   threshold: Threshold, alpha: float = DEFAULT_ALPHA, min_samples: int = 3) -> Verdict:
     """Compare rounds that ran in lockstep (``interleave.py``): current round i with baseline round i.
 
     Drift of the machine hits both rounds of a pair alike, so the comparison is made pair by pair. The effect is
@@ -502,7 +503,7 @@ DIRECT = "direct: one figure per variant, no statistical test"
 
 
 def compare_direct(metric_name: str, baseline_samples: Sequence[float], current_samples: Sequence[float],
-                   threshold: Threshold, alpha: float = 0.01) -> Verdict:
+                   threshold: Threshold, alpha: float = DEFAULT_ALPHA) -> Verdict:
     """Judge a figure measured once per variant (``sampling == "once"``) directly against ``threshold``.
 
     There is one figure per side (the median, should a side hold several), so there is no test and no p-value:

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Iterator, Optional, Sequence
 
+from pytest_llmeff.defaults import DEFAULT_COUNTRY_ISO3
 from pytest_llmeff.measure.meter import Measurement, Meter  # noqa: F401  (Measurement's old home)
 
 KWH_TO_J = 3.6e6
@@ -27,7 +28,7 @@ class CodeCarbonMeter:
     resolution_s = 1.0  # seconds: CodeCarbon samples power once a second (measure_power_secs=1)
     estimated = True  # CodeCarbon models power here; physical meters are RaplMeter and NvmlMeter
 
-    def __init__(self, country_iso_code: str = "USA", fallback_notes: Sequence[str] = ()):
+    def __init__(self, country_iso_code: str = DEFAULT_COUNTRY_ISO3, fallback_notes: Sequence[str] = ()):
         self.country_iso_code = country_iso_code
         self._fallback_notes = tuple(fallback_notes)
         self._tracker = None

@@ -8,6 +8,7 @@ Every meter implements ``meter.Meter`` (the interface, with ``Measurement`` and 
 
 from __future__ import annotations
 
+from pytest_llmeff.defaults import DEFAULT_POWERCAP_ROOT
 from pytest_llmeff.errors import MeterUnavailable  # noqa: F401  (its old home; defined in errors.py)
 
 from typing import Optional
@@ -16,7 +17,6 @@ from pytest_llmeff.measure.energy import CodeCarbonMeter
 from pytest_llmeff.measure.meter import Measurement, Meter, OffMeter  # noqa: F401  (OffMeter's old home)
 
 BACKENDS = ("auto", "nvml", "rapl", "codecarbon", "off")
-DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 
 
 def _cuda_index(device: str) -> Optional[int]:

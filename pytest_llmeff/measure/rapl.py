@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from pytest_llmeff.defaults import DEFAULT_POWERCAP_ROOT
 from pytest_llmeff.measure.meter import Measurement
 
-DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 UJ_PER_J = 1_000_000
 
 _MAX_DEPTH = 6  # zones nest at most package -> subzone; the bound only guards against sysfs symlink loops

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from pytest_llmeff.defaults import DEFAULT_MAX_NEW_TOKENS
 from pytest_llmeff.spec import quantization as quant
 from pytest_llmeff.spec.precision import PRECISIONS
 from pytest_llmeff.spec.variants import (DEVICES_HELP, MARKER_NAME, InvalidMarker, Variant, as_list,
@@ -30,7 +31,7 @@ class MarkerArgs(BaseModel):
     quantization: Any = None
     batch_size: Union[int, list[int]] = 1
     prompts: Optional[list[str]] = None
-    max_new_tokens: int = 32
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     rounds: Optional[int] = None
     warmup: Optional[int] = None
     target_ci_pct: Optional[float] = None

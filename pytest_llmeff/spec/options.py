@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from dataclasses import dataclass
 
+from pytest_llmeff.defaults import (DEFAULT_ALPHA, DEFAULT_COUNTRY_ISO3, DEFAULT_POWERCAP_ROOT,  # noqa: F401
+                                    DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR)
 from pytest_llmeff.spec.shard_spec import ShardSpec, parse_shard
 from pytest_llmeff.stats.stop_rule import (DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, DEFAULT_MIN_ROUNDS,
                                      DEFAULT_PRECISION_METRICS, DEFAULT_TARGET_CI_PCT, StopRule)
@@ -22,10 +24,7 @@ from pytest_llmeff.stats.stop_rule import (DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_
 DEFAULT_ROUNDS = 5  # rounds of tools that time a fixed count (benchmarks/overhead.py, gate_quality.py)
 DEFAULT_WARMUP = 1
 DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: the fewest pairs (then as many as paired_stop.py asks for)
-LLMEFF_DIR = ".llmeff"  # everything the plugin writes by default lives under this folder
 DEFAULT_COMPARE_HISTORY = 10  # stored runs the stored-baseline gate learns the spread between sessions from
-DEFAULT_STORAGE = ".llmeff/baselines"  # stored runs, one folder per machine fingerprint
-DEFAULT_RESULTS_DIR = ".llmeff/runs"  # the per-session results files (never a stored baseline)
 CACHE_ENV = "LLMEFF_CACHE_DIR"
 PARALLEL_MODES = ("replicas", "tensor")  # --llmeff-parallel: how the ranks of a launch share a benchmark
 INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
@@ -104,7 +103,7 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
      {"metavar": "N"}),
     ("--llmeff-alpha", "llmeff_alpha", "string",
      "the chance of any false 'regressed' in the whole run, split over its tested comparisons (Bonferroni) "
-     "(default 0.01)", {"metavar": "P"}),
+     f"(default {DEFAULT_ALPHA:g})", {"metavar": "P"}),
     ("--llmeff-interleave", "llmeff_interleave", "string",
      "lockstep A/B: take turns round by round with another pytest run given the same DIR (one --llmeff-role="
      "baseline, one candidate); the candidate is judged against the baseline pair by pair", {"metavar": "DIR"}),
@@ -187,19 +186,19 @@ class LlmeffConfig:
     only: bool = False
     reorder: bool = True
     trust_remote_code: bool = False
-    country_iso_code: str = "USA"
+    country_iso_code: str = DEFAULT_COUNTRY_ISO3
     country_explicit: bool = False
     energy: str = "auto"
     idle_s: float = 0.0
     peak_tflops: Optional[float] = None
-    powercap_root: str = "/sys/class/powercap"
+    powercap_root: str = DEFAULT_POWERCAP_ROOT
     storage: Path = Path(DEFAULT_STORAGE)
     save: Optional[str] = None
     autosave: bool = False
     compare: Optional[str] = None
     compare_fail: Optional[str] = None
     compare_history: int = DEFAULT_COMPARE_HISTORY  # stored runs judged against (drift.py); 1: the baseline only
-    alpha: float = 0.01
+    alpha: float = DEFAULT_ALPHA
     markdown: Optional[Path] = None
     csv: Optional[Path] = None
     benchmark_json: Optional[Path] = None
@@ -379,7 +378,7 @@ def resolve(pytest_config) -> LlmeffConfig:
     columns = metric_names("--llmeff-columns", text("llmeff_columns"), sampled_only=False)
     cache = text("llmeff_cache_dir") or os.environ.get(CACHE_ENV) or str(default_cache_dir())
     json_path = text("llmeff_json")
-    country = (text("llmeff_country") or "USA").strip()
+    country = (text("llmeff_country") or DEFAULT_COUNTRY_ISO3).strip()
     if len(country) != 3 or not country.isalpha():
         raise UsageProblem(f"country {country!r} is not an ISO 3166 alpha-3 code such as USA, FRA, DEU")
     energy = (text("llmeff_energy") or "auto").strip()
@@ -463,11 +462,11 @@ def resolve(pytest_config) -> LlmeffConfig:
         country_iso_code=country.upper(),
         country_explicit=bool(text("llmeff_country")),
         energy=energy, idle_s=idle_s, peak_tflops=peak,
-        powercap_root=text("llmeff_powercap_root") or "/sys/class/powercap",
+        powercap_root=text("llmeff_powercap_root") or DEFAULT_POWERCAP_ROOT,
         storage=Path(os.path.expanduser(text("llmeff_storage") or DEFAULT_STORAGE)),
         save=text("llmeff_save"), autosave=flag("llmeff_autosave"), compare=compare, compare_fail=compare_fail,
         compare_history=history if history is not None else DEFAULT_COMPARE_HISTORY,
-        alpha=alpha if alpha is not None else 0.01,
+        alpha=alpha if alpha is not None else DEFAULT_ALPHA,
         markdown=Path(paths["llmeff_markdown"]) if paths["llmeff_markdown"] else None,
         csv=Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,
         benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,

@@ -21,12 +21,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from pytest_llmeff.defaults import DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, DEFAULT_TARGET_CI_PCT  # noqa: F401
 from pytest_llmeff.stats import intervals as stats
 
-DEFAULT_TARGET_CI_PCT = 5.0
-DEFAULT_MAX_TIME_S = 20.0
 DEFAULT_MIN_ROUNDS = stats.MIN_CI_SAMPLES
-DEFAULT_MAX_ROUNDS = 100
 DEFAULT_PRECISION_METRICS = ("throughput_tok_s",)
 
 
