@@ -4,6 +4,7 @@ CLI's help: every command has its own help with examples, every error is one lin
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -207,3 +208,26 @@ def test_every_command_has_help_with_examples(capsys):
         assert done.value.code == 0
         text = capsys.readouterr().out
         assert f"usage: llmeff {name}" in text and ("examples:" in text or sub.epilog), name
+
+
+def test_init_templates_are_package_data_that_pyproject_ships():
+    """The scaffold's files are package data (read with importlib.resources), every one matched by pyproject's
+    package-data globs, and a rendered scaffold has no placeholder left."""
+    import fnmatch
+    import tomllib
+    from importlib import resources
+
+    from pytest_llmeff.cli import init
+
+    folder = resources.files("pytest_llmeff.cli.templates")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmpl"))
+    assert names == ["hub_fetch.yml.tmpl", "llmeff.yml.tmpl", "test_llm.py.tmpl"]
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pytest_llmeff"]
+    for name in names:
+        assert any(fnmatch.fnmatch(f"cli/templates/{name}", g) for g in globs), name
+    a = init.Answers(model="org/name", kind="hub", quantizations=("int8",))
+    for text in (init.test_source(a, "'org/name'", "benchmarks/test_llm.py"),
+                 init.workflow_text(a, "benchmarks/test_llm.py")):
+        assert "%%" not in text
+    assert "snapshot_download('org/name')" in init.workflow_text(a, "benchmarks/test_llm.py")

@@ -10,6 +10,8 @@ Writes three things into the project folder (``--dir``, default ``.``):
   nothing is edited: the lines to add are printed;
 - a GitHub Actions workflow (``.github/workflows/llmeff.yml``; ``--no-ci`` leaves it out).
 
+The test file and the workflow are package data files under ``cli/templates/`` (``templates.render_template``).
+
 The model is checked first, offline: a built-in alias, a directory with ``config.json``, a ``.gguf`` file, or a
 hub id already in the local Hugging Face cache. On a terminal, the values not given as flags are asked for with
 questionary (imported only then); otherwise every value comes from the flags and their defaults. A file that
@@ -27,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from pytest_llmeff.cli.templates import render_template
+from pytest_llmeff.defaults import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TIME_S, DEFAULT_STORAGE,
+                                    DEFAULT_TARGET_CI_PCT)
 from pytest_llmeff.errors import LlmeffUsageError
 
 TEST_FILE = "benchmarks/test_llm.py"
@@ -34,7 +39,6 @@ CI_FILE = ".github/workflows/llmeff.yml"
 INI_CHOICES = ("auto", "pytest.ini", "pyproject.toml", "none")
 DEFAULT_PRECISIONS = ("float32", "bfloat16")
 DEFAULT_BATCH_SIZES = (1, 4)
-DEFAULT_MAX_NEW_TOKENS = 32
 GATE = "throughput_tok_s:5%,ttft_s:10%,peak_mem_bytes:64MB"
 
 EXAMPLES = """examples:
@@ -159,46 +163,23 @@ def _model_expr(model: str, kind: str, project: Path, test_file: Path) -> tuple[
 
 
 def test_source(a: Answers, model_expr: str, test_path: str) -> str:
+    """The scaffolded test file (``templates/test_llm.py.tmpl``)."""
     quant = "" if a.quantizations == (None,) else f"\n    quantization={list(a.quantizations)!r},"
     path_import = "from pathlib import Path\n\n" if "Path(" in model_expr else ""
-    return f'''"""Inference efficiency of {a.model} (scaffolded by `llmeff init`; edit freely).
-
-    pytest {test_path} --llmeff-report            # the table, and the run in .llmeff/runs/
-    pytest {test_path} --llmeff-save=main         # store it as the baseline "main"
-    pytest {test_path} --llmeff-compare=main --llmeff-compare-fail={GATE}
-
-Each variant (precision x quantization x batch size) is loaded once and timed until the 95% interval of its
-throughput is within +-5% (or 20 s of rounds are spent); quality drift is measured against float32.
-"""
-
-{path_import}import pytest
-
-MODEL = {model_expr}
+    return render_template("test_llm.py.tmpl", model=a.model, test_path=test_path, gate=GATE,
+                           target_ci_pct=f"{DEFAULT_TARGET_CI_PCT:g}", max_time_s=f"{DEFAULT_MAX_TIME_S:g}",
+                           path_import=path_import, model_expr=model_expr, precisions=repr(list(a.precisions)),
+                           quantization=quant, batch_sizes=repr(list(a.batch_sizes)),
+                           max_new_tokens=str(a.max_new_tokens))
 
 
-@pytest.mark.llm_efficiency(
-    model=MODEL,
-    precision={list(a.precisions)!r},{quant}
-    batch_size={list(a.batch_sizes)!r},
-    max_new_tokens={a.max_new_tokens},
-    group="llm",
-    # absolute bounds on the medians, checked on every run, e.g.:
-    # limits={{"ttft_s": "<= 500ms", "peak_mem_bytes": "<= 4GB", "ppl_ratio": "<= 1.05"}},
-)
-def test_generation(llm_benchmark):
-    result = llm_benchmark()
-    # benchmark rounds are fixed-length: every sequence of the batch generated max_new_tokens tokens
-    assert result.tokens_generated == result.variant.batch_size * result.variant.max_new_tokens
-    # the whole 95% interval, not just the median; raise the floor to what your service needs
-    throughput = result.metrics["throughput_tok_s"]
-    assert (throughput.ci_low if throughput.ci_low is not None else throughput.median) > 0
-'''
-
-
+#: the ini lines the scaffold writes: (ini name, value, why)
 INI_LINES = [
-    ("llmeff_target_ci", "5", "time rounds until the 95% interval of throughput is within +-5% ..."),
-    ("llmeff_max_time", "20", "... or 20 s of timed rounds per benchmark are spent"),
-    ("llmeff_storage", ".llmeff/baselines", "stored runs (--llmeff-save / --llmeff-autosave), one folder per machine"),
+    ("llmeff_target_ci", f"{DEFAULT_TARGET_CI_PCT:g}",
+     f"time rounds until the 95% interval of throughput is within +-{DEFAULT_TARGET_CI_PCT:g}% ..."),
+    ("llmeff_max_time", f"{DEFAULT_MAX_TIME_S:g}",
+     f"... or {DEFAULT_MAX_TIME_S:g} s of timed rounds per benchmark are spent"),
+    ("llmeff_storage", DEFAULT_STORAGE, "stored runs (--llmeff-save / --llmeff-autosave), one folder per machine"),
 ]
 
 
@@ -241,79 +222,12 @@ def _install_lines(a: Answers) -> str:
 
 
 def workflow_text(a: Answers, test_path: str) -> str:
+    """The GitHub Actions workflow (``templates/llmeff.yml.tmpl``; a hub model adds ``hub_fetch.yml.tmpl``)."""
     fetch = ""
     if a.kind == "hub":
-        fetch = f"""
-      # The plugin never downloads: fetch the model into the Hugging Face cache first (kept between runs).
-      - uses: actions/cache@v4
-        with:
-          path: ~/.cache/huggingface
-          key: hf-{a.model.replace('/', '-')}
-      - name: Fetch the model
-        run: python -c "from huggingface_hub import snapshot_download; snapshot_download('{a.model}')"
-        env:
-          HF_HUB_OFFLINE: "0"
-"""
-    return f"""# pytest-llmeff: benchmark {a.model} on every pull request and gate on regressions (scaffolded by
-# `llmeff init`). Pull requests are compared with the baseline the last run on main stored (restored from the
-# Actions cache into .llmeff/); a regression must exceed its threshold AND be significant to fail the job.
-# Runners are noisy: where runs differ more than the regressions you need to catch, use the one-command
-# lockstep A/B gate instead: pytest {test_path} --llmeff-ab=origin/main --llmeff-compare-fail={GATE}
-name: llmeff
-
-on:
-  pull_request:
-  push:
-    branches: [main]
-
-permissions:
-  contents: read
-
-jobs:
-  benchmark:
-    runs-on: ubuntu-latest
-    timeout-minutes: 30
-    env:
-      HF_HUB_OFFLINE: "1"
-    steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "3.11"
-      - name: Install
-        run: |
-{_install_lines(a)}
-      - uses: actions/cache@v4   # converted models and the tiny model
-        with:
-          path: ~/.cache/pytest-llmeff
-          key: llmeff-models-${{{{ runner.os }}}}
-{fetch}
-      - name: Restore the baseline
-        uses: actions/cache/restore@v4
-        with:
-          path: .llmeff/
-          key: llmeff-baseline-${{{{ runner.os }}}}-${{{{ github.base_ref || github.ref_name }}}}-${{{{ github.run_id }}}}
-          restore-keys: llmeff-baseline-${{{{ runner.os }}}}-${{{{ github.base_ref || github.ref_name }}}}-
-      - name: Benchmark and gate
-        run: >-
-          pytest {test_path} --llmeff-report --llmeff-compare --llmeff-compare-fail={GATE}
-          --llmeff-markdown=llmeff.md --llmeff-log-json=llmeff-events.jsonl
-          ${{{{ github.event_name == 'push' && '--llmeff-autosave' || '' }}}}
-      - name: Save the baseline
-        if: success() && github.event_name == 'push'
-        uses: actions/cache/save@v4
-        with:
-          path: .llmeff/
-          key: llmeff-baseline-${{{{ runner.os }}}}-${{{{ github.ref_name }}}}-${{{{ github.run_id }}}}
-      - uses: actions/upload-artifact@v4
-        if: always()
-        with:
-          name: llmeff
-          path: |
-            llmeff.md
-            llmeff-events.jsonl
-            .llmeff/runs/
-"""
+        fetch = render_template("hub_fetch.yml.tmpl", model=a.model, cache_key=a.model.replace("/", "-"))
+    return render_template("llmeff.yml.tmpl", model=a.model, test_path=test_path, gate=GATE,
+                           install_lines=_install_lines(a), hub_fetch=fetch)
 
 
 def plan(a: Answers, project: Path, test_file: str = TEST_FILE, ini: str = "auto", ci_file: str = CI_FILE) -> Plan:
