@@ -28,6 +28,10 @@ class LlmeffUsageError(LlmeffError, ValueError):
     """A bad option, ini value, path, name or specification; the message names it and what is allowed."""
 
 
+class InitError(LlmeffUsageError):
+    """A value or a destination ``llmeff init`` cannot use (one line); old home ``cli.init``."""
+
+
 class UsageProblem(LlmeffUsageError):
     """A bad command-line or ini value of a ``--llmeff-*`` option."""
 
@@ -69,6 +73,11 @@ class OutOfMemory(LlmeffRunError):
     """A variant does not fit the memory of its device (CUDA out of memory, or weights larger than the free RAM).
 
     The message gives the batch size, what was needed and what was available, and a hint."""
+
+
+class LoadOutOfMemory(OutOfMemory, ModelSourceError):
+    """Out of memory while loading the weights: the variant's tests fail with the one line (remembered); old home
+    ``measure.oom``."""
 
 
 class VariantTooLarge(VariantUnsupported, OutOfMemory):

@@ -32,7 +32,7 @@ from typing import Optional
 from pytest_llmeff.cli.templates import render_template
 from pytest_llmeff.defaults import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TIME_S, DEFAULT_STORAGE,
                                     DEFAULT_TARGET_CI_PCT)
-from pytest_llmeff.errors import LlmeffUsageError
+from pytest_llmeff.errors import InitError  # noqa: F401  (raised here; its old home)
 
 TEST_FILE = "benchmarks/test_llm.py"
 CI_FILE = ".github/workflows/llmeff.yml"
@@ -51,10 +51,6 @@ EXAMPLES = """examples:
 
 exit status: 0 written; 1 cancelled at a prompt; 2 a bad value (unknown model, precision, batch size), a file that
 exists (use --force), or a folder that cannot be written (one line on stderr)."""
-
-
-class InitError(LlmeffUsageError):
-    """A value or a destination ``llmeff init`` cannot use (one line)."""
 
 
 @dataclass

@@ -25,11 +25,7 @@ import sys
 import traceback
 from typing import Any, Callable, Optional
 
-from pytest_llmeff.errors import ModelSourceError, OutOfMemory
-
-
-class LoadOutOfMemory(OutOfMemory, ModelSourceError):
-    """Out of memory while loading the weights: the variant's tests fail with the one line (remembered)."""
+from pytest_llmeff.errors import LoadOutOfMemory, OutOfMemory  # noqa: F401  (LoadOutOfMemory: its old home)
 
 
 _TRIED = re.compile(r"Tried to allocate ([0-9.]+ (?:[KMGTP]iB|bytes))")  # torch's CUDA allocator
