@@ -44,6 +44,8 @@ def machine_fingerprint(machine: Any) -> str:
     ``machine``: the run's machine dict (or ``results.MachineInfo``). Inputs: cpu name, logical cores, RAM rounded
     to whole GiB, GPU names (sorted), OS family (first token of ``os``, e.g. ``Linux``), Python major.minor.
     Hostname and extra fields are ignored. Form: ``linux-16c-125gib-1gpu-py3.11-1a2b3c4d`` (8 hex of a SHA-256).
+    A machine whose GPUs could not be read (``gpu_unreadable`` in its info) is marked ``gpu-unreadable`` instead
+    of a GPU count, so it is never taken for a GPU-less machine (nor for itself when NVML works).
     """
     m = _machine_dict(machine)
     ram = m.get("ram_bytes")
@@ -53,12 +55,16 @@ def machine_fingerprint(machine: Any) -> str:
     py_mm = f"{py.group(1)}.{py.group(2)}" if py else "unknown"
     gpu_names = sorted(str(g.get("name", "?")) if isinstance(g, Mapping) else str(g) for g in m.get("gpus") or [])
     cores = m.get("cores_logical")
-    identity = {"cpu": str(m.get("cpu") or ""), "cores_logical": cores, "ram_gib": ram_gib, "gpus": gpu_names,
+    unreadable = bool(m.get("gpu_unreadable"))
+    identity = {"cpu": str(m.get("cpu") or ""), "cores_logical": cores, "ram_gib": ram_gib,
+                "gpus": "unreadable" if unreadable else gpu_names,
                 "os": os_family.lower(), "python": py_mm}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     parts = [os_family.lower(), f"{cores if cores is not None else 'x'}c",
              f"{ram_gib if ram_gib is not None else 'x'}gib"]
-    if gpu_names:
+    if unreadable:
+        parts.append("gpu-unreadable")
+    elif gpu_names:
         parts.append(f"{len(gpu_names)}gpu")
     parts += [f"py{py_mm}", digest]
     return sanitize_id("-".join(parts))

@@ -49,9 +49,11 @@ MACHINE_KEY = pytest.StashKey[dict]()
 
 def machine_info(config) -> dict:
     """The machine description, gathered once per session (hooks included): the fingerprint used to find a
-    baseline at start and the run file written at the end describe the same machine."""
+    baseline at start and the run file written at the end describe the same machine. GPUs NVML could not read
+    are said on the terminal once (``GPU: unreadable (reason)``); the run file keeps the reason."""
     info = config.stash.get(MACHINE_KEY, None)
     if info is None:
+        from pytest_llmeff.measure.machine import GPU_UNREADABLE, gpu_line
         from pytest_llmeff.measure.machine import machine_info as gather
 
         info = config.hook.pytest_llmeff_generate_machine_info(config=config)
@@ -59,6 +61,9 @@ def machine_info(config) -> dict:
             info = gather()
         config.hook.pytest_llmeff_update_machine_info(config=config, machine_info=info)
         config.stash[MACHINE_KEY] = info
+        if info.get(GPU_UNREADABLE):
+            progress_writer(config)(f"{gpu_line(info)}; this machine's baselines are filed under a fingerprint "
+                                    "marked gpu-unreadable, not under its GPU one")
     return info
 
 
