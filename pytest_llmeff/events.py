@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -79,7 +80,8 @@ class JsonLines:
 class EventLog:
     """Stamps events and hands them to its ``listeners`` (callables taking the event dict).
 
-    A listener that raises is dropped, so a broken log or terminal never fails a benchmark."""
+    A listener that raises is dropped, so a broken log or terminal never fails a benchmark; a ``RuntimeWarning``
+    (in pytest's warnings summary) names it and its error."""
 
     def __init__(self, listeners: Optional[list[Listener]] = None):
         self.listeners: list[Listener] = list(listeners or [])
@@ -98,8 +100,11 @@ class EventLog:
         for listener in list(self.listeners):
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a listener must never fail the work that emits
-                self.listeners.remove(listener)
+            except Exception as exc:  # noqa: BLE001 - a listener must never fail the work that emits; it is
+                self.listeners.remove(listener)  # dropped, and the user told why (pytest's warnings summary)
+                warnings.warn(f"llmeff: event listener {getattr(listener, '__name__', type(listener).__name__)} "
+                              f"failed on a {kind!r} event and was removed: {type(exc).__name__}: {exc}",
+                              RuntimeWarning, stacklevel=2)
 
     def close(self) -> None:
         for listener in self.listeners:

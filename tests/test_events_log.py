@@ -151,3 +151,18 @@ def test_progress_lines_only_for_long_benchmarks_and_throttled():
                      "v: stopped after 25 rounds (target_ci), throughput_tok_s 10 ±4.0% (target ±5%)"]
     rounds(ProgressLines(verbose.append, verbose=True), [1.0 * i for i in range(1, 6)])  # -v: from 2 s, every 2 s
     assert [line.split(",")[0] for line in verbose] == ["v: round 2", "v: round 4", "v: stopped after 5 rounds (target_ci)"]
+
+
+def test_a_failing_listener_is_dropped_and_said():
+    from pytest_llmeff.events import EventLog
+
+    seen = []
+
+    def broken(event):
+        raise OSError(28, "No space left on device")
+
+    log = EventLog([broken, seen.append])
+    with pytest.warns(RuntimeWarning, match=r"listener broken failed on a 'round' event .*No space left"):
+        log.emit("round")
+    log.emit("round")  # dropped: no second warning, the other listener goes on
+    assert log.listeners == [seen.append] and len(seen) == 2

@@ -150,7 +150,7 @@ def test_the_probe_finder_finds_the_old_probes():
 def test_no_module_probes_a_meter_with_getattr():
     files = sorted(PACKAGE.rglob("*.py"))
     names = {str(f.relative_to(PACKAGE)) for f in files}
-    assert {"runner.py", "measure/conditions.py", "measure/meters.py"} <= names  # the callers are scanned
+    assert {"bench/runner.py", "measure/conditions.py", "measure/meters.py"} <= names  # the callers are scanned
     probes = [p for f in files for p in meter_probes(f.read_text(encoding="utf-8"), str(f.relative_to(PACKAGE)))]
     assert probes == [], "use the Meter interface instead of probing:\n" + "\n".join(probes)
 
@@ -190,7 +190,8 @@ def test_gpu_sharing_warning_asks_the_meter():
     assert gpu_sharing_warning(meter) == ("other processes use the measured GPU(s) (pids 4242): timings and energy "
                                           "include their load")
     assert gpu_sharing_warning(_SharedGpuMeter()) is None
-    assert gpu_sharing_warning(_SharedGpuMeter(error=RuntimeError("driver gone"))) is None
+    failed = gpu_sharing_warning(_SharedGpuMeter(error=RuntimeError("driver gone")))
+    assert failed is not None and "(RuntimeError: driver gone)" in failed  # said, not silently "no sharing"
     assert gpu_sharing_warning(OffMeter()) is None
     assert gpu_sharing_warning(None) is None
 

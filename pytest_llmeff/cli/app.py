@@ -194,14 +194,12 @@ _penalty = _open_range(0, 1000, "give a positive number (default 3; smaller find
                                 "false ones)")
 
 
-def _current_fingerprint() -> Optional[str]:
+def _current_fingerprint() -> str:
+    """This machine's fingerprint (marked ``gpu-unreadable`` when NVML fails: never a GPU-less machine's)."""
     from pytest_llmeff.measure.machine import machine_info
     from pytest_llmeff.results.storage import machine_fingerprint
 
-    try:
-        return machine_fingerprint(machine_info())
-    except Exception:  # noqa: BLE001 - an unreadable machine only means "no current folder"
-        return None
+    return machine_fingerprint(machine_info())
 
 
 def _history(storage: str, benchmark: Optional[str], metric: str, machine: Optional[str], penalty: float) -> int:

@@ -31,8 +31,9 @@ def gpu_sharing_warning(meter: Optional[Meter]) -> Optional[str]:
         return None
     try:
         others = meter.gpu_processes()
-    except Exception:  # a failing driver query must not fail the benchmark: no warning rather than an error
-        return None
+    except Exception as exc:  # noqa: BLE001 - any meter's driver query: its failure is the warning, not an error
+        return (f"could not ask the driver which other processes use the measured GPU(s) "
+                f"({type(exc).__name__}: {exc}): their load, if any, is in the timings and energy")
     if others:
         pids = ", ".join(str(p.get("pid")) for p in others[:5])
         return f"other processes use the measured GPU(s) (pids {pids}): timings and energy include their load"

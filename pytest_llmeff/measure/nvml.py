@@ -106,7 +106,7 @@ class _PowerPoller:
         for handle in self._handles:
             try:
                 power_mw.append(float(self._nvml.nvmlDeviceGetPowerUsage(handle)))
-            except Exception:
+            except self._nvml.NVMLError:  # a missed sample: the window's energy integrates the samples it has
                 power_mw.append(None)
         self.samples.append((time.perf_counter(), power_mw))
 
@@ -193,7 +193,7 @@ class NvmlMeter:
         if self._initialized:
             try:
                 self._nvml.nvmlShutdown()
-            except Exception:
+            except self._nvml.NVMLError:  # the meter is done with NVML either way
                 pass
             self._initialized = False
 
@@ -203,7 +203,7 @@ class NvmlMeter:
     def _try(self, name: str, *args: Any) -> Any:
         try:
             return self._call(name, *args)
-        except Exception:
+        except self._nvml.NVMLError:  # an optional query (UUID, index, process list): None means "NVML did not say"
             return None
 
     def _is_not_supported(self, exc: Exception) -> bool:
@@ -245,7 +245,7 @@ class NvmlMeter:
             handle = self._call("nvmlDeviceGetHandleByUUID", entry)
             index = self._try("nvmlDeviceGetIndex", handle)
             return handle, (None if index is None else int(index))
-        except Exception:
+        except self._nvml.NVMLError:  # not a full UUID: try it as a prefix, as CUDA does
             pass
         matches = []  # CUDA also accepts a unique UUID prefix
         for i in range(count):
@@ -266,7 +266,7 @@ class NvmlMeter:
         try:
             self._call("nvmlDeviceGetPowerUsage", handle)
             return POLLING
-        except Exception:
+        except self._nvml.NVMLError:  # said in the meter's method as unreadable
             return UNREADABLE
 
     def _resolve_devices(self) -> list[GpuDevice]:
@@ -335,7 +335,7 @@ class NvmlMeter:
                 continue
             try:
                 readings[d.key] = int(self._call("nvmlDeviceGetTotalEnergyConsumption", d.handle))
-            except Exception:
+            except self._nvml.NVMLError:  # a lost GPU: the window's reading says it is missing
                 readings[d.key] = None
         return readings
 

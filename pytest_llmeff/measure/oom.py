@@ -118,7 +118,7 @@ def _free_cuda() -> Optional[int]:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             return int(torch.cuda.memory_allocated())
-    except Exception:
+    except RuntimeError:  # a CUDA error (the context broken by the OOM): what is held is unknown, said as None
         pass
     return None
 
