@@ -29,16 +29,16 @@ exit status: 0 written; 2 a missing, corrupt or foreign run file, an unknown for
 
 def _markdown(run, source: str) -> str:
     from pytest_llmeff.report.markdown import render_markdown
-    from pytest_llmeff.report.outputs import _verdicts  # the session's own (nodeid, name) -> verdicts mapping
+    from pytest_llmeff.report.outputs import verdicts_by_benchmark  # the session's own mapping
 
-    return render_markdown(run.benchmarks, verdicts=_verdicts(run))
+    return render_markdown(run.benchmarks, verdicts=verdicts_by_benchmark(run))
 
 
 def _csv(run, source: str) -> str:
     from pytest_llmeff.report.csv_table import render_csv
-    from pytest_llmeff.report.outputs import _verdicts
+    from pytest_llmeff.report.outputs import verdicts_by_benchmark
 
-    return render_csv(run.benchmarks, verdicts=_verdicts(run))
+    return render_csv(run.benchmarks, verdicts=verdicts_by_benchmark(run))
 
 
 def _pytest_benchmark(run, source: str) -> str:

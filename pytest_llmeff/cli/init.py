@@ -90,11 +90,11 @@ def model_kind(model: str) -> str:
         raise InitError(f"--model {model!r}: the directory has no config.json (give a folder saved with "
                         "save_pretrained, a .gguf file, an alias or a cached hub id)")
     if kind == "hub":
-        from pytest_llmeff.engines.transformers.load import _local_hub_snapshot
+        from pytest_llmeff.engines.transformers.load import local_hub_snapshot
         from pytest_llmeff.errors import ModelSourceError
 
         try:
-            _local_hub_snapshot(model, None)
+            local_hub_snapshot(model, None)
         except ModelSourceError as exc:
             raise InitError(f"--model: {exc}") from None
     return kind
@@ -272,10 +272,10 @@ def apply(p: Plan, force: bool) -> list[str]:
             raise InitError(f"{shown_path(path)} is a directory; give another file name")
         if path.exists() and not force:
             raise InitError(f"{shown_path(path)} already exists; use --force to overwrite it")
-    from pytest_llmeff.report.outputs import _writable_folder_problem  # the plugin's own check of its outputs
+    from pytest_llmeff.report.outputs import writable_folder_problem  # the plugin's own check of its outputs
 
     for path in list(p.write) + list(p.append):
-        problem = _writable_folder_problem(path.parent)
+        problem = writable_folder_problem(path.parent)
         if problem:
             raise InitError(f"{shown_path(path)} cannot be written: {problem}")
     done = []

@@ -49,12 +49,12 @@ def register(sub, thresholds, alpha, history, default_fail: str) -> None:
 def check_output(path: Path) -> None:
     """A StorageError (one line naming the file) when ``path`` cannot be written: a directory, under a file, or
     in a folder that is not writable."""
-    from pytest_llmeff.report.outputs import _writable_folder_problem  # the plugin's own check of its outputs
+    from pytest_llmeff.report.outputs import writable_folder_problem  # the plugin's own check of its outputs
     from pytest_llmeff.results.schema import shown_path
 
     if path.is_dir():
         raise StorageError(f"{shown_path(path)}: is a directory; give a file path")
-    problem = _writable_folder_problem(path.parent if str(path.parent) else Path("."))
+    problem = writable_folder_problem(path.parent if str(path.parent) else Path("."))
     if problem:
         raise StorageError(f"{shown_path(path)}: cannot be written: {problem}")
 

@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from pytest_llmeff.gate.verdicts import Verdict
 from pytest_llmeff.metrics import METRICS, header_for, spec_for
-from pytest_llmeff.report.terminal import _label, _precision, cell, column_marks, legend_lines
+from pytest_llmeff.report.terminal import row_label, precision_cell, cell, column_marks, legend_lines
 from pytest_llmeff.results.schema import BenchmarkRecord
 
 # verdicts as the gate gives them: (nodeid, benchmark name) -> {metric name -> Verdict}
@@ -111,8 +111,8 @@ def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts],
     table = []
     for i, r in enumerate(rows):
         mine = _verdicts_for(verdicts, r)
-        line = ([_label(r)] + ([r.variant.engine] if engines else [])
-                + [_precision(r), r.variant.quantization or "-", str(r.variant.batch_size)])
+        line = ([row_label(r)] + ([r.variant.engine] if engines else [])
+                + [precision_cell(r), r.variant.quantization or "-", str(r.variant.batch_size)])
         for metric, _ in shown:
             line.append(cell(r, metric, target_ci_pct, marks[metric].get(i, "")))
             if metric in gated:
@@ -143,7 +143,7 @@ def _flagged(records: Sequence[BenchmarkRecord], verdicts: Verdicts) -> list[str
             if verdict.status == "ok":
                 continue
             mark = MARKS.get(verdict.status, "?")
-            lines.append((rank.get(verdict.status, 9), f"- `{mark}` `{_label(r)}` ({r.variant.id}): "
+            lines.append((rank.get(verdict.status, 9), f"- `{mark}` `{row_label(r)}` ({r.variant.id}): "
                                                         f"{verdict.message}"))
     return [text for _, text in sorted(lines, key=lambda pair: pair[0])]
 

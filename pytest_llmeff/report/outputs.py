@@ -56,7 +56,7 @@ def _report_paths(options: LlmeffConfig) -> list[tuple[str, Optional[Path]]]:
             ("--llmeff-log-json", options.log_json)]
 
 
-def _writable_folder_problem(folder: Path) -> Optional[str]:
+def writable_folder_problem(folder: Path) -> Optional[str]:
     """None when files can be created in ``folder`` (made if missing); else why not."""
     existing = folder
     while not existing.exists():
@@ -79,14 +79,14 @@ def check_destinations(options: LlmeffConfig, rootdir: Path) -> None:
         target = _where(path, rootdir)
         if target.is_dir():
             raise UsageProblem(f"{option}={path} is a directory; give a file path")
-        problem = _writable_folder_problem(target.parent)
+        problem = writable_folder_problem(target.parent)
         if problem:
             raise UsageProblem(f"{option}={path} cannot be written: {problem}")
     storage = _where(options.storage, rootdir)
     if storage.exists() and not storage.is_dir():
         raise StorageError(f"--llmeff-storage={options.storage} is a file; give a folder for stored runs")
     if options.save or options.autosave:
-        problem = _writable_folder_problem(storage)
+        problem = writable_folder_problem(storage)
         if problem:
             raise StorageError(f"--llmeff-storage={options.storage} cannot hold stored runs: {problem}")
 
@@ -159,7 +159,7 @@ def _store(run: "Run", options: LlmeffConfig, storage, out: Outputs) -> None:
         out.errors.append(f"could not store the run: {exc}")
 
 
-def _verdicts(run: "Run") -> dict:
+def verdicts_by_benchmark(run: "Run") -> dict:
     """(nodeid, name) -> {metric: verdict} from the records, as the report writers take them."""
     return {(r.nodeid, r.name): {v.metric: v for v in r.verdicts} for r in run.benchmarks if r.verdicts}
 
@@ -173,10 +173,10 @@ def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison:
 
     markdown = None
     if options.markdown is not None:
-        markdown = render_markdown(run.benchmarks, verdicts=_verdicts(run), warnings=comparison)
+        markdown = render_markdown(run.benchmarks, verdicts=verdicts_by_benchmark(run), warnings=comparison)
     writers = [
         ("markdown", options.markdown, lambda p: atomic_write_text(p, markdown)),
-        ("CSV", options.csv, lambda p: write_csv(p, run.benchmarks, verdicts=_verdicts(run))),
+        ("CSV", options.csv, lambda p: write_csv(p, run.benchmarks, verdicts=verdicts_by_benchmark(run))),
         ("pytest-benchmark JSON", options.benchmark_json, lambda p: write_pytest_benchmark_json(p, run)),
         ("HTML", options.html, lambda p: write_html(  # the report extra: Plotly is imported only here
             p, run, objectives=options.pareto, weights=dict(options.score_weights or ()) or None,

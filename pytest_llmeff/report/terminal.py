@@ -142,7 +142,8 @@ def verdict_cell(record: BenchmarkRecord) -> str:
     return ", ".join(parts) or "-"
 
 
-def _label(record: BenchmarkRecord) -> str:
+def row_label(record: BenchmarkRecord) -> str:
+    """The test column: the test's name with the record's own params (``test_gen[batch=4]``)."""
     name = record.name.split("[", 1)[0]
     extra = ",".join(f"{k}={v}" for k, v in record.params.items())
     return f"{name}[{extra}]" if extra else name
@@ -192,7 +193,7 @@ def simple_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return tabulate([list(headers), rule] + text_rows, tablefmt="plain", disable_numparse=True)
 
 
-def _precision(r: BenchmarkRecord) -> str:
+def precision_cell(r: BenchmarkRecord) -> str:
     """The precision cell: a GGUF run in its own weight type shows that type (``q4_1``), not the marker's
     default ``float32``."""
     if r.variant.engine == "llama.cpp" and r.variant.engine_type:
@@ -223,9 +224,9 @@ def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = No
         ranked = any(r.rank is not None for r in rows)  # torchrun / accelerate launch: which rank measured it
         headers = (["test"] + (["rank"] if ranked else []) + (["engine"] if engines else [])
                    + ["precision", "quant", "batch"] + [header_for(m) for m in metrics] + ["outcome"])
-        table = [[_label(r)] + ([r.rank if r.rank is not None else "-"] if ranked else [])
+        table = [[row_label(r)] + ([r.rank if r.rank is not None else "-"] if ranked else [])
                  + ([r.variant.engine] if engines else [])
-                 + [_precision(r), r.variant.quantization or "-", r.variant.batch_size]
+                 + [precision_cell(r), r.variant.quantization or "-", r.variant.batch_size]
                  + [cell(r, m, target_ci_pct, marks[m].get(i, "")) for m in metrics]
                  + [r.outcome if r.outcome != "passed" else "ok"] for i, r in enumerate(rows)]
         text = simple_table(headers, table)

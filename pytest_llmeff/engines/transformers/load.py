@@ -91,7 +91,7 @@ def hub_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
-def _local_hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
+def local_hub_snapshot(repo_id: str, revision: Optional[str]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -117,7 +117,7 @@ def resolve_path(variant: Variant, cache_root: Path, progress=None) -> tuple[Pat
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"{path}: not a model directory (no config.json)")
         return path, None
-    return _local_hub_snapshot(variant.model, variant.revision), None
+    return local_hub_snapshot(variant.model, variant.revision), None
 
 
 def _attempt(variant: Variant, cache_root: Path, device: str, progress, tensor_parallel: bool = False) -> tuple:
