@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff.engines.base import ENGINES
+from pytest_llmeff.spec.engine_catalog import ENGINES
 
 
 def require(engine: str) -> None:

@@ -112,7 +112,7 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     options = session.options
     from pytest_llmeff.measure.device_set import devices_key
 
-    devices = getattr(loaded, "devices", ())
+    devices = loaded.devices
     meter_device = devices_key(devices) if len(devices) > 1 else loaded.device  # a device_map model: all its GPUs
     meter = session.meters.for_device(meter_device)
     ctx = runner.EnergyContext(country_iso3=options.country_iso_code,
@@ -136,7 +136,9 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
         session.loads_timed.add(variant.load_key)
         measured.time_s["load"] = float(loaded.load_s)
     extra: dict[str, list[float]] = {}
-    if variant.quality:
+    if variant.quality and not loaded.capabilities.quality_logits:
+        measured.warnings.append(f"quality drift not measured: engine={variant.engine!r} gives no logits to probe")
+    elif variant.quality:
         start = time.perf_counter()
         extra.update(_quality(session, loaded, variant, plan_))
         measured.time_s["quality"] = time.perf_counter() - start

@@ -221,7 +221,7 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
                   stop: StopRule, after_round, agree=None) -> list[float]:
     """Time rounds until ``stop`` says why to stop; fill ``measured`` and return the round latencies (s)."""
     device = loaded.device
-    peak = PeakMemory(device, getattr(loaded, "devices", ()))
+    peak = PeakMemory(device, loaded.devices)
     measured.memory_method = peak.method
     probe = ContentionProbe()
     round_energy: list[Measurement] = []
@@ -317,13 +317,13 @@ def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latenc
            peak_tflops: Optional[float], flops_cache: Optional[dict]) -> None:
     """Counted FLOPs of one generate (from the session's cache when an equal shape was counted), the analytic
     count next to them, and the achieved rate per round."""
-    variant = getattr(loaded, "variant", None)
+    variant = loaded.variant
     key = None
     if flops_cache is not None and variant is not None and measured.steps:
         key = flops_cache_key(variant.model, variant.revision, batch_size, int(inputs["input_ids"].shape[1]),
                               measured.steps)
     counted_flops = flops_cache.get(key) if key is not None else None
-    if not getattr(loaded, "counts_flops", True):  # an engine outside torch: FlopCounterMode would see nothing
+    if not loaded.capabilities.counts_flops:  # e.g. an engine outside torch: FlopCounterMode would see nothing
         counted_flops = None
         measured.flops_source = "analytic"
     elif counted_flops is None:
@@ -349,7 +349,7 @@ def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latenc
             tflops = counted_flops / latency / 1e12
             measured.add("tflops", tflops)
             measured.add("mfu", tflops / peak_tflops if peak_tflops else None)
-    config = getattr(loaded.model, "config", None)
+    config = loaded.config
     analytic, why_not = (analytic_flops(config, batch_size, int(inputs["input_ids"].shape[1]), measured.steps)
                          if config is not None else (None, "the model has no config"))
     if analytic is not None:

@@ -15,6 +15,7 @@ from pytest_llmeff.engines.sources.gguf import ModelSourceError
 from pytest_llmeff.engines.transformers.quant import VariantUnsupported
 from pytest_llmeff.measure.memory import release_memory
 from pytest_llmeff.results.schema import LoadEvent
+from pytest_llmeff.spec.engine_catalog import is_default
 from pytest_llmeff.spec.variants import Variant
 
 
@@ -64,13 +65,13 @@ class ModelCache:
         self._key, self._loaded = key, loaded
         self.loads.append(LoadEvent(key=key, load_s=loaded.load_s, converted_s=loaded.converted_s,
                                     worker=os.environ.get("PYTEST_XDIST_WORKER"),
-                                    threads=getattr(loaded, "threads", None)))
+                                    threads=loaded.threads if loaded.capabilities.threads else None))
         events.emit("load", key=key, model=variant.model, ok=True, device=loaded.device, load_s=loaded.load_s,
-                    converted_s=loaded.converted_s, model_bytes=getattr(loaded, "model_bytes", None))
+                    converted_s=loaded.converted_s, model_bytes=loaded.model_bytes)
         if self.progress:
             what = variant.precision + (f" {variant.quant_label}" if variant.quantization else "")
-            if getattr(variant, "engine", "transformers") != "transformers":
-                what = f"with {variant.engine} ({getattr(loaded, 'engine_type', None) or what})"
+            if not is_default(variant.engine):
+                what = f"with {variant.engine} ({loaded.engine_type or what})"
             self.progress(f"loaded {variant.model} {what} on {loaded.device} in {loaded.load_s:.2f} s")
         return loaded
 
@@ -80,9 +81,7 @@ class ModelCache:
         Only this cache's reference is dropped: a caller still holding the LoadedModel keeps it alive."""
         if self._loaded is None:
             return
-        close = getattr(self._loaded, "close", None)  # an engine's native model: freed now, not at gc
-        if close is not None:
-            close()
+        self._loaded.close()  # an engine's native model: freed now, not at gc
         self._loaded = None
         self._key = None
         release_memory()

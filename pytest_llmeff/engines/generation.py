@@ -1,7 +1,7 @@
 """What one batched generate gives back, for every engine: the ``Generation`` record, the count of real tokens,
 and the two steps every loaded model shares around its own ``generate_ids`` (``TextGeneration``): text in, and
-ids split into new tokens, counts and texts. transformers (``hf.LoadedModel``) and the other engines
-(``engine.EngineLoaded``) both inherit it, so the counting that throughput depends on is written once.
+ids split into new tokens, counts and texts. Every engine's loaded model inherits it through the interface
+(``base.LoadedEngine``: transformers' ``LoadedModel``, and ``native.EngineLoaded`` for the others), so the counting that throughput depends on is written once.
 """
 
 from __future__ import annotations

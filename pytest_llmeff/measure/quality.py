@@ -166,11 +166,7 @@ def teacher_forced(loaded, reference: Optional[TeacherForced] = None, *, top_k: 
             window = torch.tensor([ids[start:start + width]], device=loaded.device)
             if window.shape[1] < 2:
                 break
-            engine_logits = getattr(loaded, "window_logits", None)  # an engine outside torch (backends/engine.py)
-            if engine_logits is not None:
-                logits = engine_logits(window[0].tolist())[:-1].to(loaded.device)
-            else:
-                logits = loaded.model(input_ids=window).logits[0, :-1]
+            logits = loaded.window_logits(window[0].tolist())[:-1].to(loaded.device)  # engines/base.py
             targets = window[0, 1:]
             for a in range(0, logits.shape[0], _SLICE_POSITIONS):
                 log_probs = torch.log_softmax(logits[a:a + _SLICE_POSITIONS].float(), dim=-1)

@@ -31,6 +31,7 @@ from pytest_llmeff.gate.verdicts import Verdict
 from pytest_llmeff.metrics import METRICS, header_for, spec_for
 from pytest_llmeff.report.terminal import row_label, precision_cell, cell, column_marks, legend_lines
 from pytest_llmeff.results.schema import BenchmarkRecord
+from pytest_llmeff.spec.engine_catalog import is_default
 
 # verdicts as the gate gives them: (nodeid, benchmark name) -> {metric name -> Verdict}
 Verdicts = Mapping[tuple[str, str], Mapping[str, Verdict]]
@@ -100,7 +101,7 @@ def _table(rows: list[BenchmarkRecord], verdicts: Optional[Verdicts],
     extra_gated = [m for m in gated if m not in shown_names]
     marks = {m: column_marks(rows, m, target_ci_pct) for m, _ in shown}
 
-    engines = any(r.variant.engine != "transformers" for r in rows)  # an engine column only when it varies
+    engines = not all(is_default(r.variant.engine) for r in rows)  # an engine column only when it varies
     headers = ["test"] + (["engine"] if engines else []) + ["precision", "quant", "batch"]
     for metric, header in shown:
         headers.append(header)

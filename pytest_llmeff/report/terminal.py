@@ -46,6 +46,7 @@ from pytest_llmeff.report.analysis import sampled as _sampled
 from pytest_llmeff.report.analysis import target_pct, target_pct_default
 from pytest_llmeff.metrics import header_for, is_energy_metric, scale_for, short_label
 from pytest_llmeff.results.schema import BenchmarkRecord
+from pytest_llmeff.spec.engine_catalog import is_default, named_by_weight_type
 
 #: the default metric columns, in order; each entry's first metric the table's records hold is shown (older
 #: runs have ``tpot_s`` and ``peak_mem_bytes`` where newer ones have ``itl_s`` and ``peak_mem_delta_bytes``)
@@ -196,7 +197,7 @@ def simple_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 def precision_cell(r: BenchmarkRecord) -> str:
     """The precision cell: a GGUF run in its own weight type shows that type (``q4_1``), not the marker's
     default ``float32``."""
-    if r.variant.engine == "llama.cpp" and r.variant.engine_type:
+    if named_by_weight_type(r.variant.engine) and r.variant.engine_type:
         return r.variant.engine_type
     return r.variant.precision
 
@@ -220,7 +221,7 @@ def render(records: list[BenchmarkRecord], columns: Optional[Sequence[str]] = No
         rows = list(rows_iter)
         metrics = table_metrics(rows, columns)
         marks = {m: column_marks(rows, m, target_ci_pct) for m in metrics}
-        engines = any(r.variant.engine != "transformers" for r in rows)  # an engine column only when it varies
+        engines = not all(is_default(r.variant.engine) for r in rows)  # an engine column only when it varies
         ranked = any(r.rank is not None for r in rows)  # torchrun / accelerate launch: which rank measured it
         headers = (["test"] + (["rank"] if ranked else []) + (["engine"] if engines else [])
                    + ["precision", "quant", "batch"] + [header_for(m) for m in metrics] + ["outcome"])

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from pytest_llmeff.defaults import DEFAULT_MAX_NEW_TOKENS
-from pytest_llmeff.spec import quantization as quant
+from pytest_llmeff.spec import engine_catalog, quantization as quant
 from pytest_llmeff.spec.precision import PRECISIONS
 from pytest_llmeff.spec.variants import (DEVICES_HELP, MARKER_NAME, InvalidMarker, Variant, as_list,
                                     describe_model_source, variant_id)
@@ -48,18 +48,16 @@ class MarkerArgs(BaseModel):
     device_map: Optional[str] = None
     thresholds: Optional[dict[str, str]] = None
     limits: Optional[dict[str, str]] = None
-    engine: Union[str, list[str]] = "transformers"
+    engine: Union[str, list[str]] = engine_catalog.DEFAULT_ENGINE
 
     @field_validator("engine")
     @classmethod
     def _engines(cls, value):
-        from pytest_llmeff.engines.base import spec
-
         values = as_list(value)
         if not values:
             raise ValueError("engine=[] is empty; give at least one engine")
         for v in values:
-            spec(v)  # raises ValueError naming the value and the engines allowed
+            engine_catalog.spec(v)  # raises ValueError naming the value and the engines allowed
         return value
 
     @field_validator("thresholds")
@@ -260,11 +258,7 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
         as_list(args_.model), as_list(args_.engine), as_list(args_.precision), quants, as_list(args_.batch_size)
     ):
         spec = quant.parse(q)
-        engine_type = None
-        if engine == "llama.cpp":  # named by the GGUF's own weight type, read from its header
-            from pytest_llmeff.engines.llamacpp.engine import ftype_for_id
-
-            engine_type = ftype_for_id(model)
+        engine_type = weight_type_for_id(engine, model)
         if precision == "fp8" and spec is not None:
             return InvalidMarker(f"precision='fp8' is itself a quantization and cannot be combined with "
                                  f"quantization={q!r}; use quantization=None with fp8")
@@ -283,6 +277,18 @@ def expand(kwargs: dict[str, Any], args: tuple = ()) -> Union[list[Variant], Inv
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         return InvalidMarker(f"the expansion repeats variant ids {', '.join(dupes)}; remove duplicate list entries")
     return variants
+
+
+def weight_type_for_id(engine: str, model: str) -> Optional[str]:
+    """The weights' own type that names a variant of ``engine`` (a GGUF's ``q4_1``), for an engine the catalog
+    marks ``named_by_weight_type``: read by that engine module's ``weight_type_for_id(model)`` (which reads the
+    model file's header, never the engine's package); None for every other engine or an unreadable file."""
+    spec = engine_catalog.spec(engine)
+    if not spec.named_by_weight_type:
+        return None
+    import importlib
+
+    return importlib.import_module(spec.module).weight_type_for_id(model)
 
 
 def expand_markers(marks: list[tuple[tuple, dict]]) -> list[Union[Variant, InvalidMarker]]:

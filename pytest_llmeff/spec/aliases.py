@@ -1,6 +1,6 @@
 """Built-in model aliases: names only, no heavy imports.
 
-The builders behind each alias live in ``backends/builtin.py`` and are imported only when a variant loads.
+The builders behind each alias live in ``engines/sources/builtin.py`` and are imported only when a variant loads.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pytest_llmeff.spec.aliases import ALIASES
-from pytest_llmeff.engines.base import DEFAULT_ENGINE, ENGINES
+from pytest_llmeff.spec.engine_catalog import DEFAULT_ENGINE, id_part, is_default
 from pytest_llmeff.spec.precision import PRECISION_SHORT, PRECISIONS  # noqa: F401  (PRECISIONS: re-exported)
 from pytest_llmeff.spec.quantization import QuantSpec
 
@@ -25,8 +25,9 @@ MARKER_HELP = (
     f"{MARKER_NAME}(model, precision='float32', quantization=None, batch_size=1, prompts=None, "
     "max_new_tokens=32, rounds=None, warmup=None, target_ci_pct=None, max_time_s=None, min_rounds=None, "
     "max_rounds=None, precision_metrics=None, group=None, device='auto', device_map=None, revision=None, "
-    "trust_remote_code=False, reference=None, quality=True, thresholds=None, limits=None, engine='transformers'): benchmark an LLM; list-valued arguments expand into "
-    "one test per variant (model x engine x precision x quantization x batch_size)."
+    f"trust_remote_code=False, reference=None, quality=True, thresholds=None, limits=None, engine={DEFAULT_ENGINE!r}): "
+    "benchmark an LLM; list-valued arguments expand into one test per variant "
+    "(model x engine x precision x quantization x batch_size)."
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -65,7 +66,8 @@ class Variant:
     limits: tuple[tuple[str, str], ...] = ()
     stop: tuple[tuple[str, Any], ...] = ()
     engine: str = DEFAULT_ENGINE
-    engine_type: Optional[str] = None  # llama.cpp: the GGUF's own weight type (q4_1), read at collection
+    engine_type: Optional[str] = None  # the weights' own type (a GGUF's q4_1), read at collection for an engine
+    # the catalog marks named_by_weight_type
     id: str = field(default="", compare=False)
 
     @property
@@ -77,7 +79,7 @@ class Variant:
         """Variants with the same load key share one loaded model (batch size does not change the weights)."""
         parts = [self.model, self.revision or "", self.precision, self.quant_label or "none",
                  self.device_map or self.device, "trc" if self.trust_remote_code else ""]
-        if self.engine != DEFAULT_ENGINE:
+        if not is_default(self.engine):
             parts.append(self.engine)
         return "|".join(parts)
 
@@ -90,7 +92,7 @@ class Variant:
     @property
     def is_reference(self) -> bool:
         return (self.precision == self.reference_precision and self.quantization == self.reference_quantization
-                and self.engine == DEFAULT_ENGINE)
+                and is_default(self.engine))
 
     @property
     def model_source(self) -> str:
@@ -153,8 +155,8 @@ def load_id(model: str, precision: str, quantization: Optional[QuantSpec], engin
     the model (``smollm2-135m-ct2-fp32-int8``), and a GGUF run in its own type by that type
     (``smollm2-135m-llamacpp-q4_1``)."""
     parts = [_short_model_name(model)]
-    if engine != DEFAULT_ENGINE:
-        parts.append(ENGINES[engine].short if engine in ENGINES else engine)
+    if not is_default(engine):
+        parts.append(id_part(engine))
     if engine_type and precision == "float32" and quantization is None:
         parts.append(engine_type)
     else:

@@ -26,10 +26,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.engines.sources import convert_cache
-from pytest_llmeff.engines.base import ConfigHolder, EngineLoaded, eos_ids_of, hf_config, hf_tokenizer, source_dir
+from pytest_llmeff.engines.hf_source import eos_ids_of, hf_config, hf_tokenizer, source_dir
+from pytest_llmeff.engines.native import ConfigHolder, EngineLoaded
 from pytest_llmeff.errors import VariantUnsupported
+from pytest_llmeff.spec.engine_catalog import spec
 
-COMPUTE = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+SPEC = spec("ctranslate2")
+#: CTranslate2's compute_type of each precision the catalog lists for it (its own names are the marker's)
+COMPUTE = {precision: precision for precision in SPEC.precisions}
 
 
 def plan(variant, device: str) -> tuple[str, str]:
@@ -38,7 +42,7 @@ def plan(variant, device: str) -> tuple[str, str]:
 
     q = variant.quantization
     if q is not None:
-        if q.method != "int8" or q.label != "int8" or variant.precision != "float32":
+        if q.method not in SPEC.quantizations or q.label != q.method or variant.precision != "float32":
             raise VariantUnsupported(f"engine='ctranslate2' runs quantization=None or 'int8' (its own int8 weights) "
                                      f"with precision='float32'; got precision={variant.precision!r}, "
                                      f"quantization={q.label!r}")
@@ -85,6 +89,10 @@ def convert(source: Path, cache_root: Path, stored: str, progress=None) -> tuple
 @dataclass
 class Ct2Loaded(EngineLoaded):
     """A variant loaded in CTranslate2 (``model.engine``: the ``ctranslate2.Generator``)."""
+
+    @classmethod
+    def load(cls, variant, cache_root: Path, progress, threads: int, tensor_parallel: bool = False) -> "Ct2Loaded":
+        return load(variant, cache_root, progress, threads)
 
     def _generate_rows(self, rows, max_new_tokens: int, suppress: tuple, on_step: Callable[[], None]):
         generator = self.model.engine

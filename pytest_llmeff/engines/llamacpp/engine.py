@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from pytest_llmeff.engines.base import ConfigHolder, EngineLoaded
+from pytest_llmeff.engines.native import ConfigHolder, EngineLoaded
 from pytest_llmeff.errors import ModelSourceError, VariantUnsupported
+from pytest_llmeff.spec.engine_catalog import spec
+
+SPEC = spec("llama.cpp")
 
 #: positions whose logits are read from one llama_decode of the quality probe (bounds the logits buffer)
 LOGITS_CHUNK = 256
@@ -53,7 +56,7 @@ def gguf_path(variant) -> Path:
 
 
 def check(variant) -> None:
-    if variant.quantization is not None or variant.precision != "float32":
+    if variant.quantization is not None or not SPEC.runs_precision(variant.precision):
         what = variant.quant_label if variant.quantization is not None else variant.precision
         raise VariantUnsupported(f"engine='llama.cpp' runs a GGUF in its own weight type (precision='float32', "
                                  f"quantization=None, the default); {what!r} would need a GGUF of that type")
@@ -66,7 +69,7 @@ def tokenizer_and_config(gguf: Path, cache_root: Path, trust_remote_code: bool):
     transformers engine's), else read from the GGUF by transformers."""
     from pytest_llmeff.engines.sources import gguf as gguf_cache
     from pytest_llmeff.engines.sources import integrity
-    from pytest_llmeff.engines.base import hf_config, hf_tokenizer
+    from pytest_llmeff.engines.hf_source import hf_config, hf_tokenizer
 
     entry = gguf_cache.cache_dir_for(gguf, cache_root)
     if gguf_cache.is_complete(entry) and integrity.damage(entry) is None:
@@ -88,6 +91,10 @@ def tokenizer_and_config(gguf: Path, cache_root: Path, trust_remote_code: bool):
 @dataclass
 class LlamaLoaded(EngineLoaded):
     """A GGUF loaded in llama.cpp (``model.engine``: the ``_Native`` handles)."""
+
+    @classmethod
+    def load(cls, variant, cache_root: Path, progress, threads: int, tensor_parallel: bool = False) -> "LlamaLoaded":
+        return load(variant, cache_root, progress, threads)
 
     def _generate_rows(self, rows, max_new_tokens: int, suppress: tuple, on_step: Callable[[], None]):
         import numpy as np
@@ -261,7 +268,7 @@ def load(variant, cache_root: Path, progress, threads: int) -> LlamaLoaded:
     start = time.perf_counter()
     native = _Native(lib, path, threads)
     load_s = time.perf_counter() - start
-    from pytest_llmeff.engines.base import eos_ids_of
+    from pytest_llmeff.engines.hf_source import eos_ids_of
 
     eos = eos_ids_of(entry if entry is not None else path.with_suffix(".no-dir"), config, tokenizer)
     return LlamaLoaded(model=ConfigHolder(config=config, engine=native), tokenizer=tokenizer, variant=variant,
@@ -269,7 +276,7 @@ def load(variant, cache_root: Path, progress, threads: int) -> LlamaLoaded:
                        engine_type=ftype)
 
 
-def ftype_for_id(model: str) -> Optional[str]:
+def weight_type_for_id(model: str) -> Optional[str]:
     """The GGUF weight type of a marker's ``model`` for the test id (None when it has no readable GGUF)."""
     import os
 

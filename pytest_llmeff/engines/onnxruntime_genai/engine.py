@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.engines.sources import convert_cache
-from pytest_llmeff.engines.base import ConfigHolder, EngineLoaded, eos_ids_of, hf_config, hf_tokenizer, source_dir
+from pytest_llmeff.engines.hf_source import eos_ids_of, hf_config, hf_tokenizer, source_dir
+from pytest_llmeff.engines.native import ConfigHolder, EngineLoaded
 from pytest_llmeff.errors import ModelSourceError, VariantUnsupported
+from pytest_llmeff.spec.engine_catalog import spec
+
+SPEC = spec("onnxruntime-genai")
 
 #: the quality probe's onnxruntime session per converted model, held only between the probe's windows: generation
 #: drops it, so no timed round's peak memory carries a second copy of the weights
@@ -43,10 +47,10 @@ def plan(variant) -> str:
     if variant.device not in ("auto", "cpu"):
         raise VariantUnsupported(f"engine='onnxruntime-genai' is built for the CPU provider here "
                                  f"(device={variant.device!r})")
-    if variant.precision == "float32" and q is None:
+    if SPEC.runs_precision(variant.precision) and q is None:
         return "fp32"
-    if variant.precision == "float32" and q is not None and q.label == "int4":
-        return "int4"
+    if SPEC.runs_precision(variant.precision) and q is not None and q.label in SPEC.quantizations:
+        return q.label
     what = f"precision={variant.precision!r}" + (f", quantization={q.label!r}" if q is not None else "")
     raise VariantUnsupported(f"engine='onnxruntime-genai' runs precision='float32' with quantization=None or "
                              f"'int4' on the CPU; got {what}")
@@ -86,6 +90,10 @@ class OrtLoaded(EngineLoaded):
     """A variant loaded in ONNX Runtime GenAI (``model.engine``: the ``og.Model``)."""
 
     pad_id: int = 0
+
+    @classmethod
+    def load(cls, variant, cache_root: Path, progress, threads: int, tensor_parallel: bool = False) -> "OrtLoaded":
+        return load(variant, cache_root, progress, threads)
 
     def _generate_rows(self, rows, max_new_tokens: int, suppress: tuple, on_step: Callable[[], None]):
         import numpy as np

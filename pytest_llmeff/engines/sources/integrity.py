@@ -74,8 +74,8 @@ def _read_manifest(directory: Path) -> Optional[dict]:
         return files
     except FileNotFoundError:
         return None
-    except Exception:
-        return {}  # unreadable manifest: caught below as damage
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, or not {"files": {...}}
+        return {}  # said as damage below: "<manifest> is unreadable"
 
 
 def safetensors_problem(path: Path) -> Optional[str]:

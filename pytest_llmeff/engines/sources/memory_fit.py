@@ -220,13 +220,15 @@ def check_fits(variant, directory: Path, device: str) -> Optional[Estimate]:
 
 
 def gguf_params(gguf_path: Path) -> Optional[int]:
-    """Parameter count of a GGUF file (its tensor shapes; the ``gguf`` package reads the header only)."""
+    """Parameter count of a GGUF file (its tensor shapes; the ``gguf`` package reads the header only); None when
+    the ``gguf`` package is missing or the file is not a readable GGUF: the caller then says what it used instead
+    (the shard planner: the file size), or leaves the check to the conversion, which names the file and why."""
     try:
         from gguf import GGUFReader
 
         reader = GGUFReader(str(gguf_path), "r")
         return int(sum(int(t.n_elements) for t in reader.tensors))
-    except Exception:
+    except (ImportError, OSError, ValueError, KeyError, IndexError):
         return None
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from pytest_llmeff.engines.base import Capabilities, LoadedEngine
 from pytest_llmeff.engines.sources import builtin, integrity, memory_fit
 from pytest_llmeff.engines.transformers.footprint import weights_bytes
-from pytest_llmeff.engines.generation import Generation, TextGeneration, count_real_tokens  # noqa: F401
+from pytest_llmeff.engines.generation import Generation, count_real_tokens  # noqa: F401
 from pytest_llmeff.engines.sources.gguf import ModelSourceError, convert
 from pytest_llmeff.engines.transformers.quant import (VariantUnsupported, after_load, check_supported, from_pretrained_kwargs,
                                           quiet_generation, torch_dtype_name)
@@ -39,9 +40,10 @@ def resolve_device(device: str) -> str:
 
 
 @dataclass
-class LoadedModel(TextGeneration):
-    """A loaded variant: ``.model`` (a transformers causal LM in eval mode), ``.tokenizer`` (left padding)
-    and ``.variant``. ``load_s`` is the load time in seconds, ``converted_s`` the one-time conversion time."""
+class LoadedModel(LoadedEngine):
+    """A variant loaded by transformers (the default engine): ``.model`` (a transformers causal LM in eval mode),
+    ``.tokenizer`` (left padding) and ``.variant``. ``load_s`` is the load time in seconds, ``converted_s`` the
+    one-time conversion time. ``tensor_parallel``: split over the launch's ranks (FLOPs then analytic only)."""
 
     model: Any
     tokenizer: Any
@@ -51,9 +53,25 @@ class LoadedModel(TextGeneration):
     load_s: float
     converted_s: Optional[float] = None
     eos_ids: list[int] = field(default_factory=list)
-    threads: Optional[int] = None  # torch's thread count when it was loaded (engine.load sets it)
+    threads: Optional[int] = None  # torch's thread count when it was loaded (LoadedModel.load sets it)
     devices: tuple[str, ...] = ()  # a device_map model's GPUs (several: metered and peak-counted together)
-    counts_flops: bool = True  # False under tensor parallelism: FLOPs from the analytic count only
+    tensor_parallel: bool = False  # split over the launch's ranks (--llmeff-parallel=tensor)
+
+    @classmethod
+    def load(cls, variant, cache_root: Path, progress, threads: int, tensor_parallel: bool = False) -> "LoadedModel":
+        """``load`` below, with torch running ``threads`` CPU threads."""
+        import torch
+
+        torch.set_num_threads(threads)
+        loaded = load(variant, cache_root, progress, tensor_parallel=tensor_parallel)
+        loaded.threads = threads
+        return loaded
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # torch's FlopCounterMode aborts the process inside DTensor's collectives (torch 2.13): no counting then
+        return Capabilities(per_token_timing=True, counts_flops=not self.tensor_parallel, quality_logits=True,
+                            threads=True)
 
     def encode(self, prompts: Sequence[str]):
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
@@ -75,10 +93,18 @@ class LoadedModel(TextGeneration):
         with torch.inference_mode(), quiet_generation(self.variant):
             return self.model.generate(**inputs, **kwargs)
 
+    def window_logits(self, ids: Sequence[int]):
+        """(len(ids), vocab) logits of ``ids`` in one forward pass, on ``device``."""
+        import torch
+
+        with torch.inference_mode():
+            window = torch.tensor([list(ids)], device=self.device)
+            return self.model(input_ids=window).logits[0]
+
     @property
     def model_bytes(self) -> int:
         """Weights footprint as loaded, in bytes: parameters, buffers and quantization side tensors
-        (shared tensors counted once); see ``backends/footprint.py``."""
+        (shared tensors counted once); see ``transformers/footprint.py``."""
         return weights_bytes(self.model)
 
 
@@ -189,8 +215,8 @@ def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trc)
     try:  # import the modeling code now, so load_s measures loading weights, not a one-time Python import
         AutoModelForCausalLM._model_mapping[type(config)]
-    except Exception:
-        pass
+    except (KeyError, ImportError, AttributeError):
+        pass  # a config transformers does not map (remote code) or cannot import: from_pretrained says why below
     extra = from_pretrained_kwargs(variant)
     placement: dict = {"device_map": variant.device_map or device}
     if tensor_parallel:  # transformers places each rank's shard itself (cuda:<local rank>, or the CPU)
@@ -217,8 +243,7 @@ def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[
     loaded = LoadedModel(model=model, tokenizer=tokenizer, variant=variant, device=device, path=path, load_s=load_s,
                          converted_s=converted_s)
     loaded.eos_ids = _eos_ids(model, tokenizer)
-    if tensor_parallel:  # torch's FlopCounterMode aborts the process inside DTensor's collectives (torch 2.13)
-        loaded.counts_flops = False
+    loaded.tensor_parallel = tensor_parallel
     if variant.device_map:
         from pytest_llmeff.measure.device_set import model_devices
 
