@@ -44,7 +44,7 @@ def test_no_absolute_machine_path_in_the_repository():
         files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: the tracked files are unknown")
-    machine_path = re.compile(r"(?<![\w.])/(work|home|Users|root)/")
+    machine_path = re.compile(r"(?<![\w.])/(work|home|Users)/")  # a container path like /root/.cache is fine
     hits = []
     for name in files.splitlines():
         path = ROOT / name
