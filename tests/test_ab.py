@@ -4,6 +4,7 @@ two commits, the baseline started in a worktree of the ref, judged pair by pair;
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -52,7 +53,8 @@ def repo(llmeff_pytester, monkeypatch):
     _git(root, "commit", "-qm", "fast")
     (root / "src" / "abpkg" / "__init__.py").write_text("SLOWDOWN = 3.0\n")
     _git(root, "commit", "-qam", "slow")
-    monkeypatch.setenv("PYTHONPATH", str(root / "src"))
+    # first on the path; what was there stays after it (a checkout under test that is not the installed copy)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p))
     return root
 
 
