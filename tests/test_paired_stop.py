@@ -128,3 +128,24 @@ def test_a_partner_of_an_older_plugin_is_met_with_the_fixed_count(tmp_path):
     old_baseline = _pair(tmp_path / "ob", baseline_new=False, spread=0.3)
     assert old_baseline["candidate"]["rounds"] == old_baseline["baseline"]["rounds"] == 20
     assert old_baseline["candidate"]["reason"] == FIXED
+
+
+def test_a_partner_that_finishes_slowly_still_hands_over_the_last_turn(tmp_path, monkeypatch):
+    """The older-partner test without the scheduler's luck: a pause after every file the turnstile writes (what a
+    busy machine does at random) must not make the new side see the partner 'done' while the turn is still the
+    partner's, and go on alone to 100 rounds instead of stopping at the fixed 20."""
+    import time
+
+    from pytest_llmeff.lockstep import turnstile as turnstile_module
+
+    write = turnstile_module._write_atomic
+
+    def slow_write(path, text):
+        write(path, text)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(turnstile_module, "_write_atomic", slow_write)
+    old_candidate = _pair(tmp_path / "oc", candidate_new=False, spread=0.3)
+    assert old_candidate["baseline"] == {"rounds": 20, "reason": FIXED}
+    old_baseline = _pair(tmp_path / "ob", baseline_new=False, spread=0.3)
+    assert old_baseline["candidate"] == {"rounds": 20, "reason": FIXED}

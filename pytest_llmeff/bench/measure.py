@@ -7,10 +7,22 @@ Heavy imports (torch, transformers) happen inside the functions.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from pytest_llmeff.bench import runner
 from pytest_llmeff.bench.record import Plan
+from pytest_llmeff.engines.transformers.quant import torch_dtype_name
+from pytest_llmeff.errors import LlmeffRunError, ModelSourceError
+from pytest_llmeff.lockstep.paired_stop import PairedDecider, PairedRounds, paired_target
+from pytest_llmeff.measure import quality
+from pytest_llmeff.measure.conditions import cpu_governor_warning, gpu_sharing_warning
+from pytest_llmeff.measure.device_set import devices_key
+from pytest_llmeff.measure.oom import translate_oom
+from pytest_llmeff.measure.peaks import peak_tflops
+from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.spec.options import DEFAULT_INTERLEAVED_ROUNDS
 from pytest_llmeff.spec.variants import Variant
 
 _DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.txt"
@@ -53,9 +65,6 @@ def reference_data(session, variant: Variant, loaded_reference=None, plan_: Opti
     something is missing. Whenever the reference is at hand, the marker's prompts are probed too, so the
     ``llm_model`` fixture of the other variants never reloads it. Raises ``ModelSourceError`` naming the
     reference when it cannot load."""
-    from pytest_llmeff.measure import quality
-    from pytest_llmeff.errors import LlmeffRunError, ModelSourceError
-
     ref = variant.reference()
     cache = session.quality_cache
     forced_key = (ref.load_key, "teacher-forced")
@@ -83,9 +92,6 @@ def known_peak_tflops(loaded) -> Optional[float]:
         return None
     import torch
 
-    from pytest_llmeff.engines.transformers.quant import torch_dtype_name
-    from pytest_llmeff.measure.peaks import peak_tflops
-
     dtype = torch_dtype_name(loaded.variant)
     q = loaded.variant.quantization
     if q is not None and q.compute_dtype:
@@ -102,16 +108,8 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
     measured here: ``load`` (the variant's load, in the first record that uses it), ``quality`` and ``custom``.
     ``where``: the benchmark (``record.Where``), which lockstep names in its messages to the partner.
     """
-    import time
-
-    from pytest_llmeff.bench import runner
-    from pytest_llmeff.measure.conditions import cpu_governor_warning, gpu_sharing_warning
-    from pytest_llmeff.measure.oom import translate_oom
-
     variant: Variant = loaded.variant
     options = session.options
-    from pytest_llmeff.measure.device_set import devices_key
-
     devices = loaded.devices
     meter_device = devices_key(devices) if len(devices) > 1 else loaded.device  # a device_map model: all its GPUs
     meter = session.meters.for_device(meter_device)
@@ -154,10 +152,6 @@ def _pairing(session, variant: Variant, plan_: Plan, where):
     """Lockstep A/B: the turn passes after the warm-up and after each timed round, and the candidate decides how
     many pairs to time (``paired_stop.py``): the stop rule's precision metrics and the gated per-round metrics,
     to half the smallest relative threshold."""
-    from pytest_llmeff.spec.options import DEFAULT_INTERLEAVED_ROUNDS
-    from pytest_llmeff.metrics import METRICS
-    from pytest_llmeff.lockstep.paired_stop import PairedDecider, PairedRounds, paired_target
-
     turnstile = session.turnstile
     rule = plan_.rule
     key = f"{where.nodeid}\0{where.name}" if where is not None else ""
@@ -180,9 +174,6 @@ def _quality(session, loaded, variant: Variant, plan_: Optional[Plan] = None) ->
     runs first; when the call overrides the marker's prompts or length, the reference's greedy tokens for them
     are not known yet and the reference is loaded AFTER the variant's probe (the variant's next test then loads
     it again); with the marker's prompts the reference was probed before the variant loaded, as before."""
-    from pytest_llmeff.measure import quality
-    from pytest_llmeff.measure.oom import translate_oom
-
     prompts, new_tokens = quality_inputs(variant, plan_)
     with translate_oom(variant, loaded.device, len(prompts)):
         if variant.is_reference:

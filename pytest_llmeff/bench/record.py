@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
+from pytest_llmeff import events
 from pytest_llmeff.metrics import scale_for
+from pytest_llmeff.report.analysis import outlier_rounds
 from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.stats.stop_rule import StopRule
 
 if TYPE_CHECKING:
     from pytest_llmeff.results.schema import BenchmarkRecord
-    from pytest_llmeff.stats.stop_rule import StopRule
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,6 @@ class Plan:
 
     @property
     def rule(self) -> "StopRule":
-        from pytest_llmeff.stats.stop_rule import StopRule
-
         return self.stop if self.stop is not None else StopRule(fixed_rounds=self.rounds or 1)
 
 
@@ -51,7 +51,6 @@ def build_record(where: Where, variant: Variant, plan: Plan, loaded, measured,
     """Turn the runner's raw samples (``measured``, a ``runner.Measured``) and the once-per-variant figures of
     ``loaded`` (a ``LoadedModel``) into a ``BenchmarkRecord`` (statistics computed per metric, time per phase
     with its ``total``)."""
-    from pytest_llmeff.report.analysis import outlier_rounds
     from pytest_llmeff.results.schema import BenchmarkRecord, EnergyInfo, Metric, VariantRecord
 
     samples = dict(measured.samples)
@@ -166,8 +165,6 @@ def payload(records: list["BenchmarkRecord"]) -> list[str]:
 def emit_record_events(record: "BenchmarkRecord") -> None:
     """Tell the event stream (``events``) what one finished benchmark holds: a ``record`` event with its medians
     and intervals, then one event per warning, gate verdict and limit."""
-    from pytest_llmeff import events
-
     if not events.active():
         return
     events.emit("record", name=record.name, rounds=record.rounds,

@@ -299,9 +299,9 @@ class Turnstile:
 
     def finish(self) -> None:
         """This side is done: mark it so and hand the turn over for good."""
-        try:
-            _write_atomic(self.state_path(self.role), "done")
+        try:  # the turn first: a partner that saw "done" while the turn was still ours would go on alone
             _write_atomic(self.turn_path, self.partner)
+            _write_atomic(self.state_path(self.role), "done")
             self._wake_partner()
         except OSError:
             pass
