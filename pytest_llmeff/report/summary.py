@@ -43,8 +43,6 @@ def summary_lines(session) -> list[Line]:
     if out is None:
         return lines
     if out.time_s:
-        from pytest_llmeff.bench.record import time_line
-
         lines.append((f"llmeff: {time_line(out.time_s)}", None))
     if out.json_path is not None:
         lines.append((f"llmeff: results written to {out.json_path}", None))
@@ -53,3 +51,13 @@ def summary_lines(session) -> list[Line]:
     lines += [(f"llmeff: ERROR {line}", "red") for line in out.errors]
     lines += [(f"llmeff: {line}", None) for line in out.comparison]
     return lines
+
+
+def time_line(time_s: dict[str, float]) -> str:
+    """``where the time went: timed 52.1 s, quality 20.3 s, ... (benchmarks 80.0 s of a 87.1 s session)``: the
+    phases by size, so a user sees why a run is slow."""
+    phases = sorted(((p, s) for p, s in time_s.items() if p not in ("benchmarks", "session") and s >= 0.05),
+                    key=lambda item: -item[1])
+    text = ", ".join(f"{p} {s:.1f} s" for p, s in phases)
+    return (f"where the time went: {text or 'nothing measured'} (benchmarks {time_s.get('benchmarks', 0):.1f} s "
+            f"of a {time_s.get('session', 0):.1f} s session)")
