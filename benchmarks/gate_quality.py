@@ -236,7 +236,7 @@ def run_session(folder: Path, out: Path, env: dict, args: list[str]) -> float:
 def stored_mode(args, work: Path, env: dict) -> dict[int, Tally]:
     from pytest_llmeff.gate.baseline import verdicts
     from pytest_llmeff.gate.verdicts import FamilyBudget, parse_thresholds
-    from pytest_llmeff.results.schema import read_run
+    from pytest_llmeff.results.runfile import read_run
 
     thresholds = parse_thresholds(",".join(f"{m}:{args.threshold:g}%" for m in GATED))
     kinds = ["a"] * args.pool_a + [s for s in args.slowdowns for _ in range(args.pool_b)]

@@ -29,7 +29,8 @@ from typing import NoReturn, Optional
 from pytest_llmeff.cli import help as cli_help, export, init as scaffold
 from pytest_llmeff.spec.options import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 from pytest_llmeff.errors import LlmeffError, StorageError
-from pytest_llmeff.results.schema import SCHEMA_FILE, atomic_write_text, read_run, schema_text, shown_path
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.results.runfile import SCHEMA_FILE, read_run, schema_text, shown_path
 
 PROG = "llmeff"
 DEFAULT_FAIL = "throughput_tok_s:5%,ttft_s:10%"

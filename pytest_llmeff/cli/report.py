@@ -48,7 +48,7 @@ def check_output(path: Path) -> None:
     """A StorageError (one line naming the file) when ``path`` cannot be written: a directory, under a file, or
     in a folder that is not writable."""
     from pytest_llmeff.report.outputs import _writable_folder_problem  # the plugin's own check of its outputs
-    from pytest_llmeff.results.schema import shown_path
+    from pytest_llmeff.results.runfile import shown_path
 
     if path.is_dir():
         raise StorageError(f"{shown_path(path)}: is a directory; give a file path")
@@ -60,7 +60,7 @@ def check_output(path: Path) -> None:
 def run(args) -> int:
     from pytest_llmeff.report.figures import require_plotly
     from pytest_llmeff.report.html import write_html
-    from pytest_llmeff.results.schema import read_run, shown_path
+    from pytest_llmeff.results.runfile import read_run, shown_path
 
     out = Path(args.output)
     check_output(out)
