@@ -235,7 +235,8 @@ def run_session(folder: Path, out: Path, env: dict, args: list[str]) -> float:
 # --- stored baseline ------------------------------------------------------------------------------------------
 def stored_mode(args, work: Path, env: dict) -> dict[int, Tally]:
     from pytest_llmeff.gate.baseline import verdicts
-    from pytest_llmeff.gate.verdicts import FamilyBudget, parse_thresholds
+    from pytest_llmeff.gate.family import FamilyBudget
+    from pytest_llmeff.gate.thresholds import parse_thresholds
     from pytest_llmeff.results.runfile import read_run
 
     thresholds = parse_thresholds(",".join(f"{m}:{args.threshold:g}%" for m in GATED))

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from pytest_llmeff.gate.verdicts import compare, compare_paired, min_pairs_for_alpha, parse_thresholds
+from pytest_llmeff.gate.thresholds import parse_thresholds
+from pytest_llmeff.gate.two_sample import compare, compare_paired, min_pairs_for_alpha
 from pytest_llmeff.lockstep.turnstile import InterleaveError, Turnstile, record_file_name
 
 TPS = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]

@@ -80,7 +80,8 @@ def _history_count(text: str) -> int:
 
 
 def _thresholds(text: str):
-    from pytest_llmeff.gate.verdicts import GateConfigError, parse_thresholds
+    from pytest_llmeff.gate.thresholds import parse_thresholds
+    from pytest_llmeff.errors import GateConfigError
 
     try:
         thresholds = parse_thresholds(text)

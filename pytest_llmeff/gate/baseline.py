@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
-    from pytest_llmeff.gate.verdicts import Threshold
+    from pytest_llmeff.gate.thresholds import Threshold
     from pytest_llmeff.lockstep.turnstile import Turnstile
     from pytest_llmeff.results.schema import BenchmarkRecord, Run
     from pytest_llmeff.results.storage import Matching
@@ -31,7 +31,8 @@ def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Ma
     from dataclasses import replace
 
     from pytest_llmeff.gate.drift import judge_stored, paired_mde
-    from pytest_llmeff.gate.verdicts import compare_paired, not_measured
+    from pytest_llmeff.gate.two_sample import compare_paired
+    from pytest_llmeff.gate.verdicts import not_measured
     from pytest_llmeff.metrics import METRICS
 
     sessions = list(history) if history else [base]
@@ -111,7 +112,8 @@ def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
 
 def _threshold_of(verdict) -> Optional["Threshold"]:
     """The verdict's threshold, read back by the gate's own parser (None when it cannot be)."""
-    from pytest_llmeff.gate.verdicts import GateConfigError, parse_thresholds
+    from pytest_llmeff.gate.thresholds import parse_thresholds
+    from pytest_llmeff.errors import GateConfigError
 
     try:
         return parse_thresholds(f"{verdict.metric}:{verdict.threshold}").get(verdict.metric)
@@ -149,7 +151,7 @@ def compare_runs(base_path, current: "Run", thresholds: Mapping[str, "Threshold"
     compare round by round."""
     from pathlib import Path
 
-    from pytest_llmeff.gate.verdicts import FamilyBudget
+    from pytest_llmeff.gate.family import FamilyBudget
     from pytest_llmeff.lockstep.turnstile import rounds_pair
     from pytest_llmeff.results.schema import VerdictRecord
     from pytest_llmeff.results.storage import Storage, match_benchmarks
@@ -247,7 +249,7 @@ class Baseline:
 
     def budget(self, thresholds: Mapping[str, "Threshold"]):
         """The ``gate.FamilyBudget`` for one test's comparisons (``thresholds``: its gated metrics)."""
-        from pytest_llmeff.gate.verdicts import FamilyBudget
+        from pytest_llmeff.gate.family import FamilyBudget
 
         m, _ = self.family_size()
         if m is None or m < 1:
@@ -285,7 +287,7 @@ class Baseline:
         """The baseline asked for by the options: ``--llmeff-compare=NAME|PATH`` or the latest stored run of
         this machine (``storage``: a ``storage.Storage`` with the current fingerprint). Raises
         ``StorageError``/``GateConfigError`` with one line. No stored run yet under ``latest``: a note."""
-        from pytest_llmeff.gate.verdicts import parse_thresholds
+        from pytest_llmeff.gate.thresholds import parse_thresholds
 
         thresholds = parse_thresholds(options.compare_fail) if options.compare_fail else {}
         name = options.compare
@@ -313,7 +315,7 @@ class Baseline:
 
     def thresholds_for(self, variant) -> dict[str, "Threshold"]:
         """The thresholds that judge ``variant``: the command line's, extended by the marker's ``thresholds=``."""
-        from pytest_llmeff.gate.verdicts import parse_thresholds
+        from pytest_llmeff.gate.thresholds import parse_thresholds
 
         thresholds = dict(self.thresholds)
         if getattr(variant, "thresholds", None):
@@ -323,7 +325,7 @@ class Baseline:
     def judge(self, record: "BenchmarkRecord", variant) -> None:
         """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (the marker's
         absolute limits). As the lockstep baseline, hand the record to the candidate first."""
-        from pytest_llmeff.gate.verdicts import check_limit, parse_limits
+        from pytest_llmeff.gate.thresholds import check_limit, parse_limits
         from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
 
         if self.lockstep_role == "baseline":
