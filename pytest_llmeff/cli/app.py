@@ -111,7 +111,7 @@ def _show(paths: list[str]) -> int:
 
 
 def _renamed_line(old, new) -> str:
-    """A renamed benchmark, in the words of the plugin's comparison (``baseline.matching_lines``)."""
+    """A renamed benchmark, in the words of the plugin's comparison (``comparison_lines.matching_lines``)."""
     return (f"renamed: {old.nodeid} -> {new.nodeid} (not compared: give it its old name back, or store a new "
             "baseline)")
 
@@ -120,7 +120,8 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float, 
              storage: str = DEFAULT_STORAGE) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.gate.baseline import compare_runs, resolution_lines
+    from pytest_llmeff.gate.compare_runs import compare_runs
+    from pytest_llmeff.gate.comparison_lines import resolution_lines
     from pytest_llmeff.results.storage import mismatch_warnings
 
     current = read_run(Path(current_path))  # StorageError: main() says it

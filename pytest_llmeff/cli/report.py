@@ -1,6 +1,6 @@
 """``llmeff report RUN.json [--baseline BASE.json] -o report.html``: the HTML report (``report/html.py``) of a
 stored run, after the fact. With ``--baseline``, the run is judged against BASE exactly as ``llmeff compare``
-judges it (``baseline.compare_runs``: the same thresholds, false-alarm budget and stored-session history), and
+judges it (``compare_runs.compare_runs``: the same thresholds, false-alarm budget and stored-session history), and
 the report shows those deltas and verdicts in place of the records' own; renamed, new and missing benchmarks
 and machine or version mismatches are noted at the top.
 
@@ -68,7 +68,8 @@ def run(args) -> int:
     current = read_run(Path(args.run))
     verdicts, notes, label = None, [], None
     if args.baseline is not None:
-        from pytest_llmeff.gate.baseline import compare_runs, matching_lines
+        from pytest_llmeff.gate.compare_runs import compare_runs
+        from pytest_llmeff.gate.comparison_lines import matching_lines
         from pytest_llmeff.results.storage import mismatch_warnings
 
         comparison = compare_runs(args.baseline, current, args.fail, args.alpha, args.history, args.storage)
