@@ -12,9 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 from pytest_llmeff.gate.comparison_lines import matching_lines, resolution_lines
+from pytest_llmeff.gate.family import FamilyBudget
 from pytest_llmeff.gate.judge import missing_side, tested_count, verdicts
+from pytest_llmeff.gate.thresholds import check_limit, parse_limits, parse_thresholds
+from pytest_llmeff.gate.verdicts import DIRECT
+from pytest_llmeff.lockstep.partner import partner_record, publish_record
+from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
+from pytest_llmeff.results.storage import match_benchmarks, mismatch_warnings
 
-if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
+if TYPE_CHECKING:
     from pytest_llmeff.gate.thresholds import Threshold
     from pytest_llmeff.lockstep.turnstile import Turnstile
     from pytest_llmeff.results.schema import BenchmarkRecord, Run
@@ -95,8 +101,6 @@ class Baseline:
 
     def budget(self, thresholds: Mapping[str, "Threshold"]):
         """The ``gate.FamilyBudget`` for one test's comparisons (``thresholds``: its gated metrics)."""
-        from pytest_llmeff.gate.family import FamilyBudget
-
         m, _ = self.family_size()
         if m is None or m < 1:
             return FamilyBudget(self.alpha, max(1, tested_count(thresholds)), "this test only: the run's size "
@@ -133,8 +137,6 @@ class Baseline:
         """The baseline asked for by the options: ``--llmeff-compare=NAME|PATH`` or the latest stored run of
         this machine (``storage``: a ``storage.Storage`` with the current fingerprint). Raises
         ``StorageError``/``GateConfigError`` with one line. No stored run yet under ``latest``: a note."""
-        from pytest_llmeff.gate.thresholds import parse_thresholds
-
         thresholds = parse_thresholds(options.compare_fail) if options.compare_fail else {}
         name = options.compare
         if not name:
@@ -161,8 +163,6 @@ class Baseline:
 
     def thresholds_for(self, variant) -> dict[str, "Threshold"]:
         """The thresholds that judge ``variant``: the command line's, extended by the marker's ``thresholds=``."""
-        from pytest_llmeff.gate.thresholds import parse_thresholds
-
         thresholds = dict(self.thresholds)
         if getattr(variant, "thresholds", None):
             thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
@@ -171,18 +171,11 @@ class Baseline:
     def judge(self, record: "BenchmarkRecord", variant) -> None:
         """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (the marker's
         absolute limits). As the lockstep baseline, hand the record to the candidate first."""
-        from pytest_llmeff.gate.thresholds import check_limit, parse_limits
-        from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
-
         if self.lockstep_role == "baseline":
-            from pytest_llmeff.lockstep.partner import publish_record
-
             publish_record(self.turnstile, record)
         thresholds = self.thresholds_for(variant)
         base, paired = self._record_for(record)
         if base is not None:
-            from pytest_llmeff.gate.verdicts import DIRECT
-
             budget = self.budget(thresholds)
             sessions = None if paired else self._sessions.get((record.nodeid, record.name))
             for v in verdicts(base, record, thresholds, budget.level, paired, sessions):
@@ -208,8 +201,6 @@ class Baseline:
         """(the baseline's record of this benchmark or None, whether its rounds pair with ``record``'s)."""
         if self.lockstep_role != "candidate":
             return self._index.get((record.nodeid, record.name)), False
-        from pytest_llmeff.lockstep.partner import partner_record
-
         return partner_record(self.turnstile, record)
 
     def comparison_lines(self, current: Optional["Run"]) -> list[str]:
@@ -227,8 +218,6 @@ class Baseline:
             lines.append(budget)
         if self.stored is None or current is None:
             return lines + (resolution_lines(current.benchmarks) if current is not None else [])
-        from pytest_llmeff.results.storage import match_benchmarks, mismatch_warnings
-
         k = len(self.history)
         lines.append(f"compared with {self.name}" + (f" and the {k - 1} stored run{'s' if k != 2 else ''} before "
                                                      f"it (the spread between sessions)" if k > 1 else

@@ -8,9 +8,15 @@ pair compared round by round.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
+from pytest_llmeff.gate.family import FamilyBudget
 from pytest_llmeff.gate.judge import tested_count, verdicts
+from pytest_llmeff.lockstep.partner import lockstep_pair
+from pytest_llmeff.lockstep.turnstile import rounds_pair
+from pytest_llmeff.results.schema import VerdictRecord
+from pytest_llmeff.results.storage import Storage, match_benchmarks
 
 if TYPE_CHECKING:
     from pytest_llmeff.gate.thresholds import Threshold
@@ -25,7 +31,6 @@ class RunComparison:
     the unreadable ones, ``matching`` the benchmarks paired by name, ``budget`` the false-alarm budget split over
     the tested comparisons, ``judged`` each current record with its ``verdicts.Verdict`` list (the record's
     ``verdicts`` are set to them too)."""
-
     base: "Run"
     sessions: int
     skipped: list
@@ -40,14 +45,6 @@ def compare_runs(base_path, current: "Run", thresholds: Mapping[str, "Threshold"
     machine folder under ``storage`` (a ``StorageError`` for an unreadable BASE). ``alpha`` is the whole
     comparison's false-alarm budget (Bonferroni over its tested comparisons); the two sides of one lockstep pair
     compare round by round."""
-    from pathlib import Path
-
-    from pytest_llmeff.gate.family import FamilyBudget
-    from pytest_llmeff.lockstep.partner import lockstep_pair
-    from pytest_llmeff.lockstep.turnstile import rounds_pair
-    from pytest_llmeff.results.schema import VerdictRecord
-    from pytest_llmeff.results.storage import Storage, match_benchmarks
-
     # the stored-baseline gate learns the spread between sessions from the runs stored before BASE (drift.py)
     sessions_runs, skipped = Storage(Path(storage).expanduser()).history(Path(base_path), history)
     base = sessions_runs[0]

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Optional
 
+from pytest_llmeff.errors import GateConfigError
+from pytest_llmeff.gate.thresholds import parse_thresholds
+
 if TYPE_CHECKING:
     from pytest_llmeff.gate.thresholds import Threshold
     from pytest_llmeff.results.schema import BenchmarkRecord
@@ -53,9 +56,6 @@ def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
 
 def _threshold_of(verdict) -> Optional["Threshold"]:
     """The verdict's threshold, read back by the gate's own parser (None when it cannot be)."""
-    from pytest_llmeff.errors import GateConfigError
-    from pytest_llmeff.gate.thresholds import parse_thresholds
-
     try:
         return parse_thresholds(f"{verdict.metric}:{verdict.threshold}").get(verdict.metric)
     except GateConfigError:

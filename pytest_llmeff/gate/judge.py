@@ -8,9 +8,15 @@ and a metric a side did not measure as ``not-measured``. Pure logic over ``resul
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
-if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
+from pytest_llmeff.gate.drift import judge_stored, paired_mde
+from pytest_llmeff.gate.two_sample import compare_paired
+from pytest_llmeff.gate.verdicts import is_tested, not_measured
+from pytest_llmeff.metrics import METRICS
+
+if TYPE_CHECKING:
     from pytest_llmeff.gate.thresholds import Threshold
     from pytest_llmeff.results.schema import BenchmarkRecord
 
@@ -26,13 +32,6 @@ def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Ma
     this machine, ``base`` first; None means ``[base]``) when there are >= 2, else against ``base``'s rounds,
     where a regression cannot be told from drift between sessions and is inconclusive. A figure measured once per
     variant is judged directly against its threshold; a metric that a side did not measure is ``not-measured``."""
-    from dataclasses import replace
-
-    from pytest_llmeff.gate.drift import judge_stored, paired_mde
-    from pytest_llmeff.gate.two_sample import compare_paired
-    from pytest_llmeff.gate.verdicts import not_measured
-    from pytest_llmeff.metrics import METRICS
-
     sessions = list(history) if history else [base]
     found = []
     for metric, threshold in thresholds.items():
@@ -66,6 +65,4 @@ def unmeasured(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: 
 
 def tested_count(metrics: Iterable[str]) -> int:
     """How many of ``metrics`` are judged by a statistical test (so spend the run's false-alarm budget)."""
-    from pytest_llmeff.gate.verdicts import is_tested
-
     return sum(1 for m in metrics if is_tested(m))
