@@ -16,7 +16,7 @@ Modes (``--modes``, comma separated):
 - ``stored``: the stored-baseline gate with 1, 3 and 10 stored runs of history (``--histories``). A pool of
   unchanged (A) and slowed (B) sessions is run first, each writing its run file; then each A session in turn is
   the current run and K other A sessions, drawn at random, the stored history (A/A), and each B session is the
-  current run against K A sessions (A/B). The verdicts are made by the plugin's own ``baseline.verdicts`` with
+  current run against K A sessions (A/B). The verdicts are made by the plugin's own ``judge.verdicts`` with
   the run's Bonferroni level, i.e. what ``--llmeff-compare`` does with ``--llmeff-compare-history=K``. The
   comparisons are resampled from a finite pool, so they are not independent; the pool size is printed.
 - ``lockstep``: two processes by hand, ``--llmeff-interleave=DIR`` with ``--llmeff-role=baseline`` and
@@ -234,9 +234,10 @@ def run_session(folder: Path, out: Path, env: dict, args: list[str]) -> float:
 
 # --- stored baseline ------------------------------------------------------------------------------------------
 def stored_mode(args, work: Path, env: dict) -> dict[int, Tally]:
-    from pytest_llmeff.gate.baseline import verdicts
-    from pytest_llmeff.gate.verdicts import FamilyBudget, parse_thresholds
-    from pytest_llmeff.results.schema import read_run
+    from pytest_llmeff.gate.judge import verdicts
+    from pytest_llmeff.gate.family import FamilyBudget
+    from pytest_llmeff.gate.thresholds import parse_thresholds
+    from pytest_llmeff.results.runfile import read_run
 
     thresholds = parse_thresholds(",".join(f"{m}:{args.threshold:g}%" for m in GATED))
     kinds = ["a"] * args.pool_a + [s for s in args.slowdowns for _ in range(args.pool_b)]

@@ -237,7 +237,8 @@ class Score:
 
 def score(comparisons: list[Comparison], rounds: int, threshold_pct: float, alpha: float) -> Score:
     """Score every comparison on the first ``rounds`` samples of each session with ``gate.compare``."""
-    from pytest_llmeff.gate.verdicts import compare, compare_paired, parse_thresholds
+    from pytest_llmeff.gate.thresholds import parse_thresholds
+    from pytest_llmeff.gate.two_sample import compare, compare_paired
 
     thresholds = parse_thresholds(",".join(f"{m}:{threshold_pct:g}%" for m in GATED))
     tallies = {(kind, m): Tally() for kind in ("A/A", "A/B") for m in GATED}
@@ -368,7 +369,7 @@ def run_sequential(args, collected_rounds: int) -> tuple[list[Comparison], list[
 def report(title: str, comparisons: list[Comparison], latencies_s: list[float], rounds: int, collected: int,
            args, sweep_rounds: Optional[list[int]], sweep_thresholds: Optional[list[float]]) -> bool:
     """Print one mode's scores; True when both targets are met with ``rounds`` and ``--threshold``."""
-    from pytest_llmeff.gate.verdicts import min_exact_p, min_exact_p_paired
+    from pytest_llmeff.gate.two_sample import min_exact_p, min_exact_p_paired
 
     paired = comparisons[0].paired
     n = args.comparisons

@@ -11,7 +11,8 @@ import pytest
 
 from pytest_llmeff.cli import app as cli
 from pytest_llmeff.spec.options import DEFAULT_RESULTS_DIR, DEFAULT_STORAGE
-from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord, write_run
+from pytest_llmeff.results.runfile import write_run
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord
 from pytest_llmeff.results.storage import Storage, machine_fingerprint
 
 NODEID = "bench/test_gen.py::test_gen[m-fp32-b1]"

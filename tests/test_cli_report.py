@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from pytest_llmeff.cli import app as cli
-from pytest_llmeff.results.schema import (BenchmarkRecord, CommitInfo, EnergyInfo, MachineInfo, Metric, Run, VariantRecord,
-                                   write_run)
+from pytest_llmeff.results.runfile import write_run
+from pytest_llmeff.results.schema import (BenchmarkRecord, CommitInfo, EnergyInfo, MachineInfo, Metric, Run,
+    VariantRecord)
 
 pytest.importorskip("plotly", reason='llmeff report and plot need the "report" extra (plotly)')
 

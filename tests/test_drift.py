@@ -11,7 +11,8 @@ import pytest
 
 from pytest_llmeff.gate.drift import (MIN_HISTORY, cap_single, compare_sessions, judge_stored, mde_from_se,
                                  paired_mde, session_spread)
-from pytest_llmeff.gate.verdicts import compare, parse_thresholds
+from pytest_llmeff.gate.thresholds import parse_thresholds
+from pytest_llmeff.gate.two_sample import compare
 
 TPUT = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]
 TTFT = parse_thresholds("ttft_s:5%")["ttft_s"]

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from pytest_llmeff.gate.verdicts import (GateConfigError, Limit, Threshold, check_limit, compare, min_exact_p,
-                                min_rounds_for_alpha, parse_limits, parse_thresholds)
+from pytest_llmeff.errors import GateConfigError
+from pytest_llmeff.gate.thresholds import Limit, Threshold, check_limit, parse_limits, parse_thresholds
+from pytest_llmeff.gate.two_sample import compare, min_exact_p, min_rounds_for_alpha
 from pytest_llmeff.metrics import METRICS
 from pytest_llmeff.results.schema import Metric
 
@@ -276,7 +277,8 @@ def test_min_rounds_for_alpha_matches_scipy_exact_test():
 
 
 def test_gate_and_storage_do_not_import_scipy():
-    code = ("import sys, pytest_llmeff.gate.verdicts, pytest_llmeff.results.storage; "
+    code = ("import sys, pytest_llmeff.gate.verdicts, pytest_llmeff.gate.two_sample, pytest_llmeff.gate.drift, "
+            "pytest_llmeff.gate.family, pytest_llmeff.results.storage; "
             "print(sorted(m for m in ('scipy', 'torch', 'pytest_llmeff.plugin', 'pytest_llmeff.session.state') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -11,8 +11,10 @@ import pytest
 from scipy.stats import binomtest, mannwhitneyu
 
 from pytest_llmeff.gate.baseline import Baseline
-from pytest_llmeff.gate.verdicts import (DIRECT, FamilyBudget, compare, compare_paired, is_tested, not_measured,
-                                parse_thresholds)
+from pytest_llmeff.gate.family import FamilyBudget
+from pytest_llmeff.gate.thresholds import parse_thresholds
+from pytest_llmeff.gate.two_sample import compare, compare_paired
+from pytest_llmeff.gate.verdicts import DIRECT, is_tested, not_measured
 from pytest_llmeff.metrics import METRICS
 from pytest_llmeff.report.gate_text import failure_text
 from pytest_llmeff.report.terminal import verdict_cell

@@ -13,7 +13,8 @@ import pytest
 
 from pytest_llmeff.cli import app as cli
 from pytest_llmeff.results import history
-from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord, write_run
+from pytest_llmeff.results.runfile import write_run
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord
 from pytest_llmeff.results.storage import Storage, machine_fingerprint
 
 pytest.importorskip("ruptures")

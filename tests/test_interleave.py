@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from pytest_llmeff.gate.verdicts import compare, compare_paired, min_pairs_for_alpha, parse_thresholds
+from pytest_llmeff.gate.thresholds import parse_thresholds
+from pytest_llmeff.gate.two_sample import compare, compare_paired, min_pairs_for_alpha
 from pytest_llmeff.lockstep.turnstile import InterleaveError, Turnstile, record_file_name
 
 TPS = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]
@@ -155,6 +156,7 @@ def test_a_live_partners_files_and_atomic_write_temp_files_are_allowed(tmp_path)
     # atomic writes in flight: the partner's state, the turn, a record
     (pair / f".baseline.state.{os.getpid()}.tmp").write_text("running 1")
     (pair / ".turn.99999.tmp").write_text("candidate")
+    (pair / ".turn.k3v_9zq1.tmp").write_text("candidate")  # the temp name files.atomic_write_text gives
     (pair / "baseline" / f".{record_file_name('t.py::test_y', 'test_y')}.99999.tmp").write_text("{")
     base.pass_turn()
     cand = Turnstile(pair, "candidate", start_timeout_s=30)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pytest_llmeff.cli.app import main
-from pytest_llmeff.results.schema import read_run
+from pytest_llmeff.results.runfile import read_run
 
 from test_shard import SHARDED
 
@@ -64,7 +64,7 @@ def test_merged_shards_hold_the_unsharded_runs_benchmarks_and_read_show_and_comp
     assert all(b.machine is None for b in merged.benchmarks)  # one machine: no per-record copy
     import jsonschema
 
-    from pytest_llmeff.results.schema import schema_dict
+    from pytest_llmeff.results.runfile import schema_dict
     jsonschema.validate(json.loads(merged_path.read_text()), schema_dict())
     assert main(["show", str(merged_path)]) == 0
     shown = capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from pytest_llmeff.results.schema import SCHEMA_FILE  # noqa: E402
+from pytest_llmeff.results.runfile import SCHEMA_FILE  # noqa: E402
 
 TWO_BY_TWO = """
 import pytest

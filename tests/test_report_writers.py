@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from pytest_llmeff.gate.verdicts import Verdict, compare, parse_thresholds
+from pytest_llmeff.gate.thresholds import parse_thresholds
+from pytest_llmeff.gate.two_sample import compare
+from pytest_llmeff.gate.verdicts import Verdict
 from pytest_llmeff.report.benchmark_json import to_pytest_benchmark, write_pytest_benchmark_json
 from pytest_llmeff.report.csv_table import CSV_COLUMNS, write_csv
 from pytest_llmeff.report.markdown import append_github_step_summary, delta_cell, render_markdown

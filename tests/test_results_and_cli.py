@@ -11,8 +11,8 @@ from pytest_llmeff.cli import app as cli
 from pytest_llmeff.errors import StorageError
 from pytest_llmeff.metrics import BUILTIN_METRICS, METRICS
 from pytest_llmeff.report.terminal import render
-from pytest_llmeff.results.schema import (SCHEMA_FILE, BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord,
-                                   read_run, schema_text, write_run)
+from pytest_llmeff.results.runfile import SCHEMA_FILE, read_run, schema_text, write_run
+from pytest_llmeff.results.schema import BenchmarkRecord, EnergyInfo, Metric, Run, VariantRecord
 
 
 def test_shipped_schema_is_generated_from_the_models():

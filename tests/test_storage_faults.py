@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff.results import schema as results, storage
+from pytest_llmeff import files
+from pytest_llmeff.results import runfile, storage
 from pytest_llmeff.errors import StorageError
-from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord, read_run, write_run
+from pytest_llmeff.results.runfile import read_run, write_run
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord
 from pytest_llmeff.results.storage import Storage, load_run, machine_fingerprint
 
 MACHINE = {"cpu": "AMD EPYC 7B13", "cores_logical": 16, "ram_bytes": 125 * 2**30, "os": "Linux-6.1.0-x86_64",
@@ -154,12 +156,12 @@ def test_a_path_with_a_newline_still_gives_one_line(tmp_path):
 
 
 def test_storage_load_run_has_no_reader_of_its_own(monkeypatch):
-    """One reader: ``storage.load_run`` hands every path to ``results.read_run``."""
+    """One reader: ``storage.load_run`` hands every path to ``runfile.read_run``."""
     seen = []
 
     def spy(path):
         seen.append(path)
-        return results.read_run(path)
+        return runfile.read_run(path)
 
     monkeypatch.setattr(storage, "read_run", spy)
     with pytest.raises(StorageError):
@@ -186,8 +188,8 @@ def _mode(path: Path) -> int:
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_files_follow_the_umask(tmp_path, umask, mask, expected):
     umask(mask)
-    assert results.current_umask() == mask
-    assert results.current_umask() == mask  # reading it does not change it
+    assert files.current_umask() == mask
+    assert files.current_umask() == mask  # reading it does not change it
     run_file = write_run(make_run(), tmp_path / "out" / "run.json")
     assert _mode(run_file) == expected
     store = Storage(tmp_path / "store")
@@ -195,7 +197,7 @@ def test_written_files_follow_the_umask(tmp_path, umask, mask, expected):
     assert _mode(store.save(make_run(), "main")) == expected  # the replacing write too
     assert _mode(store.autosave(make_run())) == expected
     text_file = tmp_path / "report.md"
-    results.atomic_write_text(text_file, "# report\n")
+    files.atomic_write_text(text_file, "# report\n")
     assert _mode(text_file) == expected and text_file.read_text() == "# report\n"
     leftovers = [p.name for p in tmp_path.rglob(".*")]
     assert leftovers == []

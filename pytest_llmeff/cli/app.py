@@ -30,7 +30,8 @@ from pytest_llmeff.defaults import DEFAULT_ALPHA
 from pytest_llmeff.cli import help as cli_help, export, init as scaffold
 from pytest_llmeff.spec.options import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 from pytest_llmeff.errors import LlmeffError, StorageError
-from pytest_llmeff.results.schema import SCHEMA_FILE, atomic_write_text, read_run, schema_text, shown_path
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.results.runfile import SCHEMA_FILE, read_run, schema_text, shown_path
 
 PROG = "llmeff"
 DEFAULT_FAIL = "throughput_tok_s:5%,ttft_s:10%"
@@ -80,7 +81,8 @@ def _history_count(text: str) -> int:
 
 
 def _thresholds(text: str):
-    from pytest_llmeff.gate.verdicts import GateConfigError, parse_thresholds
+    from pytest_llmeff.gate.thresholds import parse_thresholds
+    from pytest_llmeff.errors import GateConfigError
 
     try:
         thresholds = parse_thresholds(text)
@@ -110,7 +112,7 @@ def _show(paths: list[str]) -> int:
 
 
 def _renamed_line(old, new) -> str:
-    """A renamed benchmark, in the words of the plugin's comparison (``baseline.matching_lines``)."""
+    """A renamed benchmark, in the words of the plugin's comparison (``comparison_lines.matching_lines``)."""
     return (f"renamed: {old.nodeid} -> {new.nodeid} (not compared: give it its old name back, or store a new "
             "baseline)")
 
@@ -119,7 +121,8 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float, 
              storage: str = DEFAULT_STORAGE) -> int:
     from tabulate import tabulate
 
-    from pytest_llmeff.gate.baseline import compare_runs, resolution_lines
+    from pytest_llmeff.gate.compare_runs import compare_runs
+    from pytest_llmeff.gate.comparison_lines import resolution_lines
     from pytest_llmeff.results.storage import mismatch_warnings
 
     current = read_run(Path(current_path))  # StorageError: main() says it

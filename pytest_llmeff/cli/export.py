@@ -60,7 +60,7 @@ FORMATS: dict[str, Callable[..., str]] = {"csv": _csv, "markdown": _markdown, "p
 
 def render(run_path: Path, fmt: str) -> str:
     """The run file at ``run_path`` as ``fmt`` text. Raises StorageError (one line) for a bad run file."""
-    from pytest_llmeff.results.schema import read_run, shown_path
+    from pytest_llmeff.results.runfile import read_run, shown_path
 
     return FORMATS[fmt](read_run(Path(run_path)), shown_path(run_path))
 
@@ -68,7 +68,8 @@ def render(run_path: Path, fmt: str) -> str:
 def export(run_path: Path, fmt: str, out: Optional[Path]) -> Optional[Path]:
     """Write the run as ``fmt`` to ``out`` atomically (stdout when None); return the path written."""
     from pytest_llmeff.cli.report import check_output  # the same check as llmeff report's -o
-    from pytest_llmeff.results.schema import atomic_write_text, shown_path
+    from pytest_llmeff.files import atomic_write_text
+    from pytest_llmeff.results.runfile import shown_path
 
     if out is not None:
         out = Path(out).expanduser()

@@ -265,7 +265,8 @@ def plan(a: Answers, project: Path, test_file: str = TEST_FILE, ini: str = "auto
 def apply(p: Plan, force: bool) -> list[str]:
     """Write the plan; refuse (InitError, nothing written) when a file exists and ``force`` is off or a folder
     cannot be written. Returns one line per file written."""
-    from pytest_llmeff.results.schema import atomic_write_text, shown_path
+    from pytest_llmeff.files import atomic_write_text
+    from pytest_llmeff.results.runfile import shown_path
 
     for path in p.write:
         if path.is_dir():

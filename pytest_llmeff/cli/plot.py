@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def _export(fig, out: Path) -> None:
-    from pytest_llmeff.results.schema import shown_path
+    from pytest_llmeff.results.runfile import shown_path
 
     if out.suffix.lower() == ".html":
         fig.write_html(str(out), include_plotlyjs=True, full_html=True)
@@ -67,7 +67,7 @@ def run(args) -> int:
     from pytest_llmeff.metrics import METRICS
     from pytest_llmeff.report.figures import require_plotly, scatter_figure
     from pytest_llmeff.cli.report import check_output
-    from pytest_llmeff.results.schema import read_run, shown_path
+    from pytest_llmeff.results.runfile import read_run, shown_path
 
     out = Path(args.output)
     if out.suffix.lower() not in SUFFIXES:

@@ -1,6 +1,6 @@
 """``llmeff report RUN.json [--baseline BASE.json] -o report.html``: the HTML report (``report/html.py``) of a
 stored run, after the fact. With ``--baseline``, the run is judged against BASE exactly as ``llmeff compare``
-judges it (``baseline.compare_runs``: the same thresholds, false-alarm budget and stored-session history), and
+judges it (``compare_runs.compare_runs``: the same thresholds, false-alarm budget and stored-session history), and
 the report shows those deltas and verdicts in place of the records' own; renamed, new and missing benchmarks
 and machine or version mismatches are noted at the top.
 
@@ -50,7 +50,7 @@ def check_output(path: Path) -> None:
     """A StorageError (one line naming the file) when ``path`` cannot be written: a directory, under a file, or
     in a folder that is not writable."""
     from pytest_llmeff.report.outputs import writable_folder_problem  # the plugin's own check of its outputs
-    from pytest_llmeff.results.schema import shown_path
+    from pytest_llmeff.results.runfile import shown_path
 
     if path.is_dir():
         raise StorageError(f"{shown_path(path)}: is a directory; give a file path")
@@ -62,7 +62,7 @@ def check_output(path: Path) -> None:
 def run(args) -> int:
     from pytest_llmeff.report.figures import require_plotly
     from pytest_llmeff.report.html import write_html
-    from pytest_llmeff.results.schema import read_run, shown_path
+    from pytest_llmeff.results.runfile import read_run, shown_path
 
     out = Path(args.output)
     check_output(out)
@@ -70,7 +70,8 @@ def run(args) -> int:
     current = read_run(Path(args.run))
     verdicts, notes, label = None, [], None
     if args.baseline is not None:
-        from pytest_llmeff.gate.baseline import compare_runs, matching_lines
+        from pytest_llmeff.gate.compare_runs import compare_runs
+        from pytest_llmeff.gate.comparison_lines import matching_lines
         from pytest_llmeff.results.storage import mismatch_warnings
 
         comparison = compare_runs(args.baseline, current, args.fail, args.alpha, args.history, args.storage)

@@ -162,7 +162,7 @@ def render(run, objectives=None, weights=None, metrics=None, source: str = "") -
 
 
 def run(args) -> int:
-    from pytest_llmeff.results.schema import read_run, shown_path
+    from pytest_llmeff.results.runfile import read_run, shown_path
 
     loaded = read_run(Path(args.run))  # StorageError: one line from cli.main
     print(render(loaded, args.pareto, args.weights, args.metrics, shown_path(args.run)))

@@ -1,177 +1,30 @@
-"""What a record is judged against: a stored run or the lockstep partner, and the judging itself.
+"""What a record is judged against in a pytest session: ``Baseline``, the stored run or the lockstep partner.
 
-One object, ``Baseline``, used by the plugin (per record, as it is made) and by ``llmeff compare`` (per pair of
-records of two stored runs), so that both judge the same way, with the same thresholds, tests and words for
-renamed, new and missing benchmarks. Pure logic over ``results`` models; no pytest.
+One object per session, built from the options (``Baseline.from_options``): the thresholds, the run's
+false-alarm budget (``family.FamilyBudget`` over the tested comparisons it can make), the stored run and the
+sessions before it, or the lockstep partner (``lockstep/partner.py`` carries its records). ``judge`` fills each
+record's verdicts (``judge.verdicts``, the same judging ``llmeff compare`` uses) and limits. Pure logic over
+``results`` models; no pytest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 from pytest_llmeff.defaults import DEFAULT_ALPHA
+from pytest_llmeff.gate.comparison_lines import matching_lines, resolution_lines
+from pytest_llmeff.gate.family import FamilyBudget
+from pytest_llmeff.gate.judge import missing_side, tested_count, verdicts
+from pytest_llmeff.gate.thresholds import check_limit, parse_limits, parse_thresholds
+from pytest_llmeff.gate.verdicts import DIRECT
+from pytest_llmeff.lockstep.partner import partner_record, publish_record
+from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
+from pytest_llmeff.results.storage import match_benchmarks, mismatch_warnings
 
-if TYPE_CHECKING:  # the gate (scipy's tests) loads only when something is judged
-    from pytest_llmeff.gate.verdicts import Threshold
+if TYPE_CHECKING:
+    from pytest_llmeff.gate.thresholds import Threshold
     from pytest_llmeff.lockstep.turnstile import Turnstile
     from pytest_llmeff.results.schema import BenchmarkRecord, Run
-    from pytest_llmeff.results.storage import Matching
-
-
-def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Mapping[str, "Threshold"],
-             alpha: float, paired: bool, history: Optional[Sequence["BenchmarkRecord"]] = None) -> list:
-    """``gate.Verdict`` per threshold, in the thresholds' order. ``alpha`` is the per-comparison level (after the
-    run's correction).
-
-    ``paired``: rounds alternated in time (lockstep), so the Wilcoxon signed-rank test on per-pair ratios, with
-    the paired test's minimum detectable effect. Otherwise the stored-baseline gate (``drift.judge_stored``):
-    against the medians of the stored sessions in ``history`` (this benchmark's records of earlier stored runs on
-    this machine, ``base`` first; None means ``[base]``) when there are >= 2, else against ``base``'s rounds,
-    where a regression cannot be told from drift between sessions and is inconclusive. A figure measured once per
-    variant is judged directly against its threshold; a metric that a side did not measure is ``not-measured``."""
-    from dataclasses import replace
-
-    from pytest_llmeff.gate.drift import judge_stored, paired_mde
-    from pytest_llmeff.gate.verdicts import compare_paired, not_measured
-    from pytest_llmeff.metrics import METRICS
-
-    sessions = list(history) if history else [base]
-    found = []
-    for metric, threshold in thresholds.items():
-        if metric not in base.metrics or metric not in current.metrics:
-            found.append(not_measured(metric, threshold, _missing_side(base, current, metric)))
-        elif paired:
-            v = compare_paired(metric, base.metrics[metric].samples, current.metrics[metric].samples, threshold,
-                               alpha=alpha)
-            spec = METRICS.get(metric)
-            if spec is not None and spec.sampling != "once":
-                v = replace(v, mde=paired_mde(base.metrics[metric].samples, current.metrics[metric].samples,
-                                              alpha, spec.direction))
-            found.append(v)
-        else:
-            samples = [r.metrics[metric].samples for r in sessions if metric in r.metrics]
-            found.append(judge_stored(metric, samples, current.metrics[metric].samples, threshold, alpha))
-    return found
-
-
-def _missing_side(base: "BenchmarkRecord", current: "BenchmarkRecord", metric: str) -> str:
-    if metric not in base.metrics and metric not in current.metrics:
-        return "either run"
-    return "this run" if metric not in current.metrics else "the baseline"
-
-
-def unmeasured(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Iterable[str]) -> list[str]:
-    """Gated metrics that one side did not measure (said, never skipped silently)."""
-    return [m for m in thresholds if m not in base.metrics or m not in current.metrics]
-
-
-def tested_count(metrics: Iterable[str]) -> int:
-    """How many of ``metrics`` are judged by a statistical test (so spend the run's false-alarm budget)."""
-    from pytest_llmeff.gate.verdicts import is_tested
-
-    return sum(1 for m in metrics if is_tested(m))
-
-
-def matching_lines(matching: "Matching") -> list[str]:
-    """The renamed, new and missing benchmarks of a comparison, one line each."""
-    lines = [f"renamed: {old.nodeid} -> {new.nodeid} (not compared: give it its old name back, or store a new "
-             "baseline)" for old, new in matching.renamed]
-    lines += [f"new (no baseline): {rec.nodeid}" for rec in matching.new]
-    lines += [f"missing (in the baseline only): {rec.nodeid}" for rec in matching.missing]
-    return lines
-
-
-def resolution_lines(records: Iterable["BenchmarkRecord"]) -> list[str]:
-    """What each tested comparison could resolve: one line per benchmark with its gated metrics' minimum
-    detectable effects (``mde``), and a WARNING for a threshold below it. Figures judged directly are left out."""
-    lines = []
-    for record in records:
-        parts, warns = [], []
-        for v in record.verdicts:
-            if v.status == "not-measured" or (v.p_value is None and v.mde is None and not v.history_runs):
-                continue
-            if v.mde is not None:
-                source = (f"{v.history_runs} stored sessions, spread {v.spread_rel * 100:.1f}%"
-                          if v.history_runs and v.spread_rel is not None else "paired rounds" if v.history_runs is None
-                          else f"{v.history_runs} stored sessions")
-                parts.append(f"{v.metric} {v.mde * 100:.1f}% ({source})")
-                threshold = _threshold_of(v)
-                if threshold is not None and threshold.kind == "relative":
-                    remedy = ("use --llmeff-ab or store more runs" if v.history_runs else
-                              "allow more pairs (--llmeff-max-rounds, --llmeff-max-time) or quiet the machine")
-                    if threshold.value < v.mde:
-                        warns.append(f"WARNING {record.variant.id} {v.metric}: threshold {v.threshold} is below what "
-                                     f"this baseline can resolve (≈ {v.mde * 100:.0f}%): {remedy}")
-            elif v.history_runs:
-                parts.append(f"{v.metric} unknown (1 stored session)")
-        if parts:
-            lines.append(f"minimum detectable effect (90% power) {record.variant.id}: {', '.join(parts)}")
-        lines += warns
-    return lines
-
-
-def _threshold_of(verdict) -> Optional["Threshold"]:
-    """The verdict's threshold, read back by the gate's own parser (None when it cannot be)."""
-    from pytest_llmeff.gate.verdicts import GateConfigError, parse_thresholds
-
-    try:
-        return parse_thresholds(f"{verdict.metric}:{verdict.threshold}").get(verdict.metric)
-    except GateConfigError:
-        return None
-
-
-def lockstep_pair(base: "Run", current: "Run") -> bool:
-    """True when the two runs are the two sides of one ``--llmeff-interleave`` pair."""
-    b, c = base.interleave or {}, current.interleave or {}
-    return bool(b and c and b.get("dir") == c.get("dir") and b.get("role") != c.get("role"))
-
-
-@dataclass
-class RunComparison:
-    """One run judged against a stored one (``llmeff compare``, ``llmeff report --baseline``): ``base`` the run at
-    BASE, ``sessions`` how many stored runs were judged against (BASE and those stored before it), ``skipped``
-    the unreadable ones, ``matching`` the benchmarks paired by name, ``budget`` the false-alarm budget split over
-    the tested comparisons, ``judged`` each current record with its ``gate.Verdict`` list (the record's
-    ``verdicts`` are set to them too)."""
-
-    base: "Run"
-    sessions: int
-    skipped: list
-    matching: "Matching"
-    budget: object
-    judged: list
-
-
-def compare_runs(base_path, current: "Run", thresholds: Mapping[str, "Threshold"], alpha: float, history: int,
-                 storage) -> RunComparison:
-    """Judge ``current`` against the run file ``base_path`` and the ``history - 1`` runs stored before it in its
-    machine folder under ``storage`` (a ``StorageError`` for an unreadable BASE). ``alpha`` is the whole
-    comparison's false-alarm budget (Bonferroni over its tested comparisons); the two sides of one lockstep pair
-    compare round by round."""
-    from pathlib import Path
-
-    from pytest_llmeff.gate.verdicts import FamilyBudget
-    from pytest_llmeff.lockstep.turnstile import rounds_pair
-    from pytest_llmeff.results.schema import VerdictRecord
-    from pytest_llmeff.results.storage import Storage, match_benchmarks
-
-    # the stored-baseline gate learns the spread between sessions from the runs stored before BASE (drift.py)
-    sessions_runs, skipped = Storage(Path(storage).expanduser()).history(Path(base_path), history)
-    base = sessions_runs[0]
-    matching = match_benchmarks(base, current)
-    lockstep = lockstep_pair(base, current)  # the two sides of one lockstep pair: rounds compare pair by pair
-    m = sum(tested_count(t for t in thresholds if t in old.metrics and t in new.metrics)
-            for old, new in matching.pairs)
-    budget = FamilyBudget(alpha, max(1, m))
-    judged = []
-    for old, new in matching.pairs:
-        paired = (lockstep and "latency_s" in old.metrics and "latency_s" in new.metrics and rounds_pair(old, new))
-        sessions = [r for run in sessions_runs for r in run.benchmarks if (r.nodeid, r.name) == (old.nodeid, old.name)]
-        found = verdicts(old, new, thresholds, budget.level, paired, None if paired else sessions)
-        new.verdicts = [VerdictRecord.from_verdict(v) for v in found]
-        judged.append((new, found))
-    return RunComparison(base, len(sessions_runs), skipped, matching, budget, judged)
 
 
 class Baseline:
@@ -249,8 +102,6 @@ class Baseline:
 
     def budget(self, thresholds: Mapping[str, "Threshold"]):
         """The ``gate.FamilyBudget`` for one test's comparisons (``thresholds``: its gated metrics)."""
-        from pytest_llmeff.gate.verdicts import FamilyBudget
-
         m, _ = self.family_size()
         if m is None or m < 1:
             return FamilyBudget(self.alpha, max(1, tested_count(thresholds)), "this test only: the run's size "
@@ -287,8 +138,6 @@ class Baseline:
         """The baseline asked for by the options: ``--llmeff-compare=NAME|PATH`` or the latest stored run of
         this machine (``storage``: a ``storage.Storage`` with the current fingerprint). Raises
         ``StorageError``/``GateConfigError`` with one line. No stored run yet under ``latest``: a note."""
-        from pytest_llmeff.gate.verdicts import parse_thresholds
-
         thresholds = parse_thresholds(options.compare_fail) if options.compare_fail else {}
         name = options.compare
         if not name:
@@ -315,8 +164,6 @@ class Baseline:
 
     def thresholds_for(self, variant) -> dict[str, "Threshold"]:
         """The thresholds that judge ``variant``: the command line's, extended by the marker's ``thresholds=``."""
-        from pytest_llmeff.gate.verdicts import parse_thresholds
-
         thresholds = dict(self.thresholds)
         if getattr(variant, "thresholds", None):
             thresholds.update(parse_thresholds(",".join(f"{k}:{v}" for k, v in variant.thresholds)))
@@ -325,16 +172,11 @@ class Baseline:
     def judge(self, record: "BenchmarkRecord", variant) -> None:
         """Fill ``record.verdicts`` (against the baseline, per threshold) and ``record.limits`` (the marker's
         absolute limits). As the lockstep baseline, hand the record to the candidate first."""
-        from pytest_llmeff.gate.verdicts import check_limit, parse_limits
-        from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
-
         if self.lockstep_role == "baseline":
-            self.turnstile.publish(record.nodeid, record.name, record.model_dump_json())
+            publish_record(self.turnstile, record)
         thresholds = self.thresholds_for(variant)
         base, paired = self._record_for(record)
         if base is not None:
-            from pytest_llmeff.gate.verdicts import DIRECT
-
             budget = self.budget(thresholds)
             sessions = None if paired else self._sessions.get((record.nodeid, record.name))
             for v in verdicts(base, record, thresholds, budget.level, paired, sessions):
@@ -342,7 +184,7 @@ class Baseline:
                 if v.status == "not-measured":
                     self.not_measured += 1
                     record.warnings.append(f"gated metric {v.metric} was not measured in "
-                                           f"{_missing_side(base, record, v.metric)}: not compared")
+                                           f"{missing_side(base, record, v.metric)}: not compared")
                 elif v.test == DIRECT:
                     self.direct += 1
                     vr.correction = "none: judged directly (one figure per variant)"
@@ -360,20 +202,7 @@ class Baseline:
         """(the baseline's record of this benchmark or None, whether its rounds pair with ``record``'s)."""
         if self.lockstep_role != "candidate":
             return self._index.get((record.nodeid, record.name)), False
-        from pytest_llmeff.lockstep.turnstile import rounds_pair
-        from pytest_llmeff.results.schema import BenchmarkRecord
-
-        text = self.turnstile.partner_record(record.nodeid, record.name)
-        if text is None:
-            record.warnings.append(f"the interleave baseline has no record of this benchmark "
-                                   f"({self.turnstile.alone_reason or 'not published'}): not compared")
-            return None, False
-        base = BenchmarkRecord.model_validate_json(text)
-        paired = rounds_pair(base, record)
-        if not paired:
-            record.warnings.append("rounds were not interleaved with the baseline's throughout (a side went on "
-                                   "alone, or the round counts differ): compared as two runs (Mann-Whitney U)")
-        return base, paired
+        return partner_record(self.turnstile, record)
 
     def comparison_lines(self, current: Optional["Run"]) -> list[str]:
         """What the comparison found beyond the verdicts: the lockstep state, renamed/new/missing benchmarks
@@ -390,8 +219,6 @@ class Baseline:
             lines.append(budget)
         if self.stored is None or current is None:
             return lines + (resolution_lines(current.benchmarks) if current is not None else [])
-        from pytest_llmeff.results.storage import match_benchmarks, mismatch_warnings
-
         k = len(self.history)
         lines.append(f"compared with {self.name}" + (f" and the {k - 1} stored run{'s' if k != 2 else ''} before "
                                                      f"it (the spread between sessions)" if k > 1 else

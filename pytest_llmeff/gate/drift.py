@@ -28,7 +28,7 @@ level: ``delta = (t_{1-alpha, K-1} + t_{0.90, K-1}) * se`` on the log scale, rep
 with one stored session the spread between sessions is unknown, nothing beyond the rounds of one session can be
 resolved, and a verdict that would say ``regressed`` or ``improved`` says ``inconclusive`` (``cap_single``).
 
-For lockstep rounds (pairs taken in turns, ``gate.compare_paired``) the same formula on the per-pair log ratios,
+For lockstep rounds (pairs taken in turns, ``two_sample.compare_paired``) the same formula on the per-pair log ratios,
 with n pairs and ``se = sd / sqrt(n)``, gives the MDE of the paired test (``paired_mde``).
 """
 
@@ -40,7 +40,9 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from pytest_llmeff.defaults import DEFAULT_ALPHA
-from pytest_llmeff.gate.verdicts import Threshold, Verdict, compare, decide
+from pytest_llmeff.gate.thresholds import Threshold
+from pytest_llmeff.gate.two_sample import compare
+from pytest_llmeff.gate.verdicts import Evidence, Verdict, decide
 from pytest_llmeff.metrics import METRICS
 
 MIN_HISTORY = 2  # stored sessions needed to estimate the spread between sessions (one degree of freedom)
@@ -159,8 +161,8 @@ def compare_sessions(metric_name: str, history_medians: Sequence[float], current
     change = (math.expm1(y - x) if log_scale else ((cur_med - x) / abs(x) if x else 0.0))
     base_med = spread.center
     test = SESSIONS_TEST if log_scale else SESSIONS_TEST_LINEAR
-    verdict = decide(spec, threshold, alpha, list(history_medians), cur, base_med, cur_med, change,
-                     cur_med - base_med, p_worse, p_better, "", None, test)
+    verdict = decide(Evidence(spec, threshold, alpha, len(history_medians), len(cur), base_med, cur_med, change,
+                              cur_med - base_med, p_worse, p_better, "", None, test))
     mde = mde_from_se(se, dof, alpha, spec.direction, log_scale, spread.center)
     rel = spread.spread_rel
     extra = (f"; {k} stored sessions, spread between sessions {rel * 100:.1f}%, "

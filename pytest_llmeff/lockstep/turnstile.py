@@ -48,21 +48,23 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from pytest_llmeff.files import atomic_write_text
+
 ROLES = ("baseline", "candidate")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: the files a pair keeps in its directory (``baseline`` is the records folder)
 OWN_FILES = frozenset({"turn", "baseline", "baseline.round", "candidate.decision"} | {f"{r}.state" for r in ROLES}
                       | {f"{r}.fifo" for r in ROLES})
-#: the temp file of an atomic write (``_write_atomic``): ``.<name>.<pid>.tmp``
-_TEMP = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")
+#: the temp file of an atomic write (``files.atomic_write_text``): ``.<name>.<random>.tmp``
+_TEMP = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
 #: a published record (``record_file_name``)
 _RECORD = re.compile(r".*-[0-9a-f]{16}\.json")
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """A pair file, whole or not at all (``files.atomic_write_text``); not fsynced: the turn passes every round
+    and the files mean nothing after the session."""
+    atomic_write_text(path, text, durable=False)
 
 
 def _own_record(name: str) -> bool:

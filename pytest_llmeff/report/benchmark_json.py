@@ -32,7 +32,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pytest_llmeff.results.schema import BenchmarkRecord, Run, atomic_write_text
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.results.schema import BenchmarkRecord, Run
 
 TIMED_METRIC = "latency_s"
 TIMER_NAME = "time.perf_counter"

@@ -14,7 +14,7 @@ larger), the verdict status and the one-sided Mann-Whitney p-value. Empty cells 
 quantization, no interval, no verdict, not an energy figure).
 
 Floats are written with full precision (``repr``), except ``change_pct``, rounded to 1e-6 percent. Lines end
-with ``\\n``. The file is written atomically (``results.atomic_write_text``).
+with ``\\n``. The file is written atomically (``files.atomic_write_text``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from pytest_llmeff.gate.verdicts import Verdict
+from pytest_llmeff.files import atomic_write_text
 from pytest_llmeff.metrics import METRICS, is_energy_metric, spec_for
-from pytest_llmeff.results.schema import BenchmarkRecord, Metric, atomic_write_text
+from pytest_llmeff.results.schema import BenchmarkRecord, Metric
 
 CSV_COLUMNS: tuple[str, ...] = (
     "nodeid", "name", "group", "variant_id", "model", "precision", "quantization", "batch_size",

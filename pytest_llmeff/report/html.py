@@ -31,8 +31,9 @@ from pytest_llmeff.report import analysis
 from pytest_llmeff.metrics import METRICS, header_for, scale_for
 from pytest_llmeff.report import figures
 from pytest_llmeff.report.markdown import table_metrics
+from pytest_llmeff.files import atomic_write_text
 from pytest_llmeff.report.terminal import cell, legend_lines, verdict_cell
-from pytest_llmeff.results.schema import BenchmarkRecord, Run, VerdictRecord, atomic_write_text
+from pytest_llmeff.results.schema import BenchmarkRecord, Run, VerdictRecord
 
 #: (nodeid, benchmark name) -> the verdicts of that benchmark against a baseline
 Verdicts = Mapping[tuple[str, str], Sequence[VerdictRecord]]

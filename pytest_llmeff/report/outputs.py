@@ -108,7 +108,7 @@ def fallback_path() -> Path:
 
 
 def _write_run_file(run: "Run", options: LlmeffConfig, rootdir: Path, out: Outputs) -> None:
-    from pytest_llmeff.results.schema import write_run
+    from pytest_llmeff.results.runfile import write_run
 
     path = _where(options.json_path, rootdir) if options.json_path else default_json_path(run, rootdir)
     try:
@@ -169,7 +169,7 @@ def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison:
     from pytest_llmeff.report.csv_table import write_csv
     from pytest_llmeff.report.html import write_html
     from pytest_llmeff.report.markdown import STEP_SUMMARY_ENV, append_github_step_summary, render_markdown
-    from pytest_llmeff.results.schema import atomic_write_text
+    from pytest_llmeff.files import atomic_write_text
 
     markdown = None
     if options.markdown is not None:

@@ -141,7 +141,7 @@ def load_history(root, benchmark: Optional[str] = None, metric: str = DEFAULT_ME
     benchmark or metric, nothing stored, or an ambiguous choice: HistoryError (one line, listing what exists).
     """
     from pytest_llmeff.metrics import spec_for
-    from pytest_llmeff.results.schema import read_run, shown_path
+    from pytest_llmeff.results.runfile import read_run, shown_path
     from pytest_llmeff.results.storage import Storage
 
     storage = Storage(root)

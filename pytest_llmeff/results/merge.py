@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from pytest_llmeff.errors import LlmeffUsageError
-from pytest_llmeff.results.schema import MergedShard, MergeInfo, Run, read_run, shown_path
+from pytest_llmeff.results.runfile import read_run, shown_path
+from pytest_llmeff.results.schema import MergeInfo, MergedShard, Run
 from pytest_llmeff.results.storage import machine_fingerprint
 
 
@@ -155,7 +156,7 @@ def write_merged(paths: Sequence[str], output: str, force: bool) -> int:
     """``llmeff merge``: merge, write ``output`` atomically, print what was merged. Exit status 0; errors raise
     (the CLI prints them as one line, exit 2)."""
     from pytest_llmeff.errors import StorageError
-    from pytest_llmeff.results.schema import write_run
+    from pytest_llmeff.results.runfile import write_run
 
     merged, lines = merge_runs([Path(p) for p in paths], force)
     target = Path(output).expanduser()

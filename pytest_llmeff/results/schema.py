@@ -1,23 +1,18 @@
-"""The result records (pydantic) and their atomic JSON I/O.
+"""The result records: the pydantic models of a run file, and nothing else.
 
 Schema ``pytest-llmeff/1.1`` (1.1 added intervals, percentile reasons, the stop rule, the time breakdown and the
 per-round CPU contention; every 1.1 field is optional, so ``pytest-llmeff/1`` files still read). Every number here is a measurement or is labelled an estimate.
-The JSON Schema shipped in ``pytest_llmeff/schema/run-1.schema.json`` is generated from ``Run``.
+The JSON Schema shipped in ``pytest_llmeff/schema/run-1.schema.json`` is generated from ``Run``; reading,
+writing and that shipped schema live in ``results/runfile.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import tempfile
-from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pytest_llmeff.errors import StorageError
 from pytest_llmeff.metrics import spec_for
 
 SCHEMA_ID = "pytest-llmeff/1.1"
@@ -437,170 +432,3 @@ class Run(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
-
-
-def schema_dict() -> dict:
-    """The JSON Schema of a run file, as shipped."""
-    return Run.model_json_schema(by_alias=True, mode="serialization")
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it (``/proc/self/status`` on Linux); elsewhere it is set and
-    set back at once (``os.umask`` has no read-only form; another thread creating a file in that instant
-    would get the probe value, 0o022)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers never see a partial file (temp file + fsync + rename).
-
-    The file gets the mode a plain ``open(path, "w")`` would give it (0o666 less the umask: 0644 under the usual
-    umask 022), not mkstemp's private 0600, so that CI artifacts and shared baselines stay readable."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            mode = 0o666 & ~current_umask()
-            if hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), mode)
-            else:  # Windows: only the read-only bit exists
-                os.chmod(tmp, mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_run(run: Run, path: Path) -> Path:
-    atomic_write_text(Path(path), run.to_json() + "\n")
-    return Path(path)
-
-
-_SCHEMA_VERSION = re.compile(r"^pytest-llmeff/(\d+)(?:\.(\d+))?$")
-
-
-def shown_path(path) -> str:
-    """``path`` as text for a one-line message: as is, or quoted with escapes when it holds a newline, another
-    control character or bytes that are not valid in the file system encoding."""
-    text = str(path)
-    return text if text.isprintable() else ascii(text)
-
-
-def _unreadable(path: Path, problem: str) -> StorageError:
-    """The one error of ``read_run``: ``"<path>: <problem>"``; ``.path`` and ``.problem`` keep the parts."""
-    problem = " ".join(problem.split())  # one line, whatever went into it
-    exc = StorageError(f"{shown_path(path)}: {problem}")
-    exc.path, exc.problem = path, problem
-    return exc
-
-
-def _not_a_number(text: str):
-    raise ValueError(f"it contains {text}, which JSON does not allow")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is too large for a float")
-    return value
-
-
-def _validation_problem(exc: ValidationError) -> str:
-    """The first problem pydantic found, on one line: ``<where>: <what> (and N more)``."""
-    problems = exc.errors()
-    first = problems[0] if problems else {}
-    loc = ".".join(str(part) for part in first.get("loc", ())) or "(top level)"
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"not a valid {SCHEMA_ID} run: {loc}: {first.get('msg', 'invalid')}{more}"
-
-
-def _utf16_json(raw: bytes) -> bool:
-    """Whether ``raw`` is JSON-looking UTF-16 text with a byte order mark (what a Windows shell redirect writes)."""
-    try:
-        return raw.decode("utf-16").lstrip().startswith(("{", "["))
-    except UnicodeDecodeError:
-        return False
-
-
-def read_run(path: Path) -> Run:
-    """Load a run file: THE reader of ``pytest-llmeff/1`` run files (``storage.load_run`` is this function).
-
-    Anything that is not a readable run raises ``errors.StorageError`` with one line, ``"<path>: <problem>"``:
-    missing, a directory, unreadable, empty, binary (not UTF-8), truncated JSON, malformed JSON, JSON that is not
-    an object, no or another schema, a newer schema, or content the schema refuses (its first problem, with
-    where it is). A UTF-8 byte order mark is accepted.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise _unreadable(path, "no such results file") from None
-    except OSError as exc:
-        if path.is_dir():  # IsADirectoryError on POSIX, PermissionError on Windows
-            raise _unreadable(path, "is a directory, not a results file") from None
-        raise _unreadable(path, f"cannot be read ({exc.strerror or exc})") from None
-    if not raw.strip():
-        raise _unreadable(path, f"the file is empty ({len(raw)} bytes); not a results file")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) and _utf16_json(raw):
-        raise _unreadable(path, "UTF-16 text, not UTF-8; not a results file (re-save it as UTF-8)")
-    if b"\x00" in raw:
-        raise _unreadable(path, "binary content (NUL bytes); not a results file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _unreadable(path, f"binary content (not UTF-8 text at byte {exc.start}); not a results file") from None
-    try:
-        data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite_float)
-    except json.JSONDecodeError as exc:
-        body = text.strip()
-        unclosed = body.startswith(("{", "[")) and not body.endswith(("}", "]"))
-        if exc.pos >= len(text.rstrip()) or unclosed or exc.msg.startswith("Unterminated string"):
-            raise _unreadable(path, f"the JSON ends early at line {exc.lineno} (truncated file?)") from None
-        raise _unreadable(path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except RecursionError:
-        raise _unreadable(path, "not a results file: the JSON is nested too deeply") from None
-    except ValueError as exc:  # NaN, Infinity, or a number beyond a float
-        raise _unreadable(path, f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
-                type(None): "null"}.get(type(data), type(data).__name__)
-        raise _unreadable(path, f"the JSON is {kind}, not an object; not a {SCHEMA_ID} run file")
-    if "schema" not in data:
-        raise _unreadable(path, f'no "schema" field; not a {SCHEMA_ID} run file')
-    schema = data["schema"]
-    if schema not in READABLE_SCHEMAS:
-        version = _SCHEMA_VERSION.match(schema) if isinstance(schema, str) else None
-        ours = _SCHEMA_VERSION.match(SCHEMA_ID)
-        supported = (int(ours.group(1)), int(ours.group(2) or 0))  # type: ignore[union-attr]
-        if version and (int(version.group(1)), int(version.group(2) or 0)) > supported:
-            raise _unreadable(path, f"schema {schema!r} is newer than this pytest-llmeff reads ({SCHEMA_ID!r}); "
-                                    "upgrade pytest-llmeff to read it")
-        raise _unreadable(path, f"schema {str(schema)[:60]!r} is not supported; this version reads {SCHEMA_ID!r}")
-    try:
-        return Run.model_validate(data)
-    except ValidationError as exc:
-        raise _unreadable(path, _validation_problem(exc)) from None
-
-
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schema" / "run-1.schema.json"
-
-
-def schema_text() -> str:
-    """The JSON Schema text as it must be shipped in ``SCHEMA_FILE`` (regenerate with ``llmeff schema --write``)."""
-    return json.dumps(schema_dict(), indent=2, sort_keys=True) + "\n"

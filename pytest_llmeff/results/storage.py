@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from pytest_llmeff.results.schema import BenchmarkRecord, Run, read_run, shown_path, write_run
+from pytest_llmeff.results.runfile import read_run, shown_path, write_run
+from pytest_llmeff.results.schema import BenchmarkRecord, Run
 from pytest_llmeff.spec.variants import sanitize_id
 
 # Versions whose change can move the numbers by itself; a baseline from other versions gets a warning.

@@ -19,7 +19,7 @@ def write_units(workerinput, items: list, variant_of: Callable, is_benchmark: Ca
     folder = workerinput.get(SCOPES_KEY) if workerinput else None
     if not folder:
         return
-    from pytest_llmeff.results.schema import atomic_write_text
+    from pytest_llmeff.files import atomic_write_text
     from pytest_llmeff.scale.shard import Entry, estimates
 
     entries = [Entry(item.nodeid, variant_of(item), is_benchmark(item)) for item in items]

@@ -64,7 +64,8 @@ class MarkerArgs(BaseModel):
     @classmethod
     def _thresholds(cls, value):
         if value:
-            from pytest_llmeff.gate.verdicts import GateConfigError, parse_thresholds
+            from pytest_llmeff.gate.thresholds import parse_thresholds
+            from pytest_llmeff.errors import GateConfigError
 
             try:
                 parse_thresholds(",".join(f"{k}:{v}" for k, v in value.items()))
@@ -76,7 +77,8 @@ class MarkerArgs(BaseModel):
     @classmethod
     def _limits(cls, value):
         if value:
-            from pytest_llmeff.gate.verdicts import GateConfigError, parse_limits
+            from pytest_llmeff.gate.thresholds import parse_limits
+            from pytest_llmeff.errors import GateConfigError
 
             try:
                 parse_limits(value)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 from pytest_llmeff.engines.sources import integrity
 from pytest_llmeff.errors import ModelSourceError
+from pytest_llmeff.files import sha256_file
 
 CONVERT_FORMAT = 1
 SOURCE_FILE = "llmeff-source.json"
@@ -33,11 +34,7 @@ def _file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _hashes:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        _hashes[key] = digest.hexdigest()
+        _hashes[key] = sha256_file(path)
     return _hashes[key]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pytest_llmeff.errors import ModelSourceError  # noqa: F401  (its old home; defined in errors.py)
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.engines.sources import integrity
+from pytest_llmeff.files import sha256_file
 
 CACHE_FORMAT = 1
 _MARKER_FILE = "llmeff-source.json"
@@ -38,16 +38,8 @@ def ensure_writable_dir(directory: Path) -> None:
                                "--llmeff-cache-dir or LLMEFF_CACHE_DIR")
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_dir_for(gguf_path: Path, cache_root: Path) -> Path:
-    return Path(cache_root) / "models" / f"gguf-{sha256_of(gguf_path)[:24]}-v{CACHE_FORMAT}"
+    return Path(cache_root) / "models" / f"gguf-{sha256_file(gguf_path)[:24]}-v{CACHE_FORMAT}"
 
 
 def is_complete(directory: Path) -> bool:
@@ -112,7 +104,7 @@ def _convert(gguf_path: Path, target: Path, progress) -> tuple[Path, float]:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER_FILE).write_text(json.dumps({
-            "source": str(gguf_path.resolve()), "sha256": sha256_of(gguf_path), "format": CACHE_FORMAT,
+            "source": str(gguf_path.resolve()), "sha256": sha256_file(gguf_path), "format": CACHE_FORMAT,
         }, indent=2))
         integrity.write_manifest(tmp)
         try:

@@ -19,7 +19,6 @@ damaged again after that is a ``ModelSourceError``. Only directories the plugin 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from pytest_llmeff.errors import ModelSourceError
+from pytest_llmeff.files import atomic_write_text, sha256_file
 
 MANIFEST_FILE = "llmeff-manifest.json"
 MANIFEST_FORMAT = 1
@@ -40,14 +40,6 @@ _MAX_HEADER = 100 * 2**20  # safetensors refuses headers above 100 MB too
 
 # entries rebuilt in this process (resolved paths): a second damage is an error, not a second rebuild
 _rebuilt: set[str] = set()
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(directory: Path) -> list[Path]:
@@ -60,7 +52,7 @@ def write_manifest(directory: Path) -> None:
     files = {}
     for path in _files(directory):
         st = path.stat()
-        files[path.relative_to(directory).as_posix()] = {"size": st.st_size, "sha256": _sha256(path),
+        files[path.relative_to(directory).as_posix()] = {"size": st.st_size, "sha256": sha256_file(path),
                                                          "mtime_ns": st.st_mtime_ns}
     (directory / MANIFEST_FILE).write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1))
 
@@ -135,7 +127,7 @@ def damage(directory: Path, full: bool = False) -> Optional[str]:
         path = directory / rel
         mtime = path.stat().st_mtime_ns
         if full or small or mtime != info.get("mtime_ns"):
-            if _sha256(path) != info.get("sha256"):
+            if sha256_file(path) != info.get("sha256"):
                 return f"{rel} has another SHA-256 than when it was built"
             if mtime != info.get("mtime_ns"):
                 info["mtime_ns"], touched = mtime, True
@@ -146,10 +138,7 @@ def damage(directory: Path, full: bool = False) -> Optional[str]:
 
 def _restamp(directory: Path, files: dict) -> None:
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=directory)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"format": MANIFEST_FORMAT, "files": files}, fh, indent=1)
-        os.replace(tmp, directory / MANIFEST_FILE)
+        atomic_write_text(directory / MANIFEST_FILE, json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1))
     except OSError:
         pass
 
