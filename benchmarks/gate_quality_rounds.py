@@ -48,7 +48,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pytest_llmeff.spec.options import DEFAULT_INTERLEAVED_ROUNDS, DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
+from pytest_llmeff.config.options import DEFAULT_INTERLEAVED_ROUNDS, DEFAULT_ROUNDS, DEFAULT_WARMUP  # noqa: E402
 
 GATED = ("throughput_tok_s", "ttft_s")
 PROMPT = "the ferryman counted the boats on the pier before the river town woke"

@@ -31,7 +31,7 @@ def main() -> int:
 
     from pytest_llmeff.bench import runner
     from pytest_llmeff.engines.cache import ModelCache
-    from pytest_llmeff.spec.options import default_cache_dir
+    from pytest_llmeff.config.options import default_cache_dir
     from pytest_llmeff.session.fixtures import default_prompts
     from pytest_llmeff.measure.energy import CodeCarbonMeter
     from pytest_llmeff.session.marker import expand

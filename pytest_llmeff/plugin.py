@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmeff.session import startup
-from pytest_llmeff.spec.options import add_options
+from pytest_llmeff.config.options import add_options
 from pytest_llmeff.errors import LlmeffUsageError
 from pytest_llmeff.session.fixtures import (RECORDS_KEY, SESSION_KEY, energy_tracker, flops_counter, llm_benchmark,
                                     llm_model, llmeff_variant)
-from pytest_llmeff.spec.variants import MARKER_HELP, MARKER_NAME, Variant, sanitize_id
+from pytest_llmeff.config.variants import MARKER_HELP, MARKER_NAME, Variant, sanitize_id
 
 __all__ = ["energy_tracker", "flops_counter", "llm_benchmark", "llm_model", "llmeff_variant"]
 

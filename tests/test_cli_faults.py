@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmeff.cli import app as cli
-from pytest_llmeff.spec.options import DEFAULT_RESULTS_DIR, DEFAULT_STORAGE
+from pytest_llmeff.config.options import DEFAULT_RESULTS_DIR, DEFAULT_STORAGE
 from pytest_llmeff.results.runfile import write_run
 from pytest_llmeff.results.schema import BenchmarkRecord, Metric, Run, VariantRecord
 from pytest_llmeff.results.storage import Storage, machine_fingerprint

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff.spec.engine_catalog import DEFAULT_ENGINE, ENGINES
+from pytest_llmeff.config.engine_catalog import DEFAULT_ENGINE, ENGINES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_llmeff"
 #: where engine names may be compared: the engines themselves, and the catalog that names them
-EXEMPT = (PACKAGE / "engines", PACKAGE / "spec" / "engine_catalog.py")
+EXEMPT = (PACKAGE / "engines", PACKAGE / "config" / "engine_catalog.py")
 ENGINE_NAMES = frozenset(n for s in ENGINES.values() for n in (s.name, s.short) if n)
 
 
@@ -105,9 +105,9 @@ def test_spec_and_marker_read_the_catalog_never_engines():
                 out.update(a.name for a in node.names)
         return out
 
-    catalog = {m for m in imports(PACKAGE / "spec" / "engine_catalog.py") if m.startswith("pytest_llmeff")}
+    catalog = {m for m in imports(PACKAGE / "config" / "engine_catalog.py") if m.startswith("pytest_llmeff")}
     assert catalog <= {"pytest_llmeff.errors"}, catalog
-    for reader in (PACKAGE / "spec" / "variants.py", PACKAGE / "session" / "marker.py"):
+    for reader in (PACKAGE / "config" / "variants.py", PACKAGE / "session" / "marker.py"):
         assert not [m for m in imports(reader) if m.startswith("pytest_llmeff.engines")], reader
 
 
@@ -157,7 +157,7 @@ class Missing(importlib.abc.MetaPathFinder):  # every engine's package behaves a
 
 sys.meta_path.insert(0, Missing())
 from pytest_llmeff.engines.base import engine_class
-from pytest_llmeff.spec.engine_catalog import ENGINES
+from pytest_llmeff.config.engine_catalog import ENGINES
 
 out = {{}}
 for name, spec in ENGINES.items():
@@ -190,8 +190,8 @@ def test_every_catalog_engine_defines_a_class_implementing_the_interface_without
 
 
 def test_the_catalog_facts_are_names_the_marker_knows():
-    from pytest_llmeff.spec.precision import PRECISIONS
-    from pytest_llmeff.spec.quantization import METHODS
+    from pytest_llmeff.config.precision import PRECISIONS
+    from pytest_llmeff.config.quantization import METHODS
 
     assert ENGINES[DEFAULT_ENGINE].is_default and ENGINES[DEFAULT_ENGINE].short == ""
     shorts = [s.short for s in ENGINES.values()]

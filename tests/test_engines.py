@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llmeff.spec.engine_catalog import ENGINES
+from pytest_llmeff.config.engine_catalog import ENGINES
 
 
 def _assert_stamps_cover_the_round(latencies, ttfts, itl, what) -> None:
@@ -214,7 +214,7 @@ def test_llamacpp_runs_the_gguf_in_its_own_type_against_the_transformers_referen
     """The shipped Q4_1 GGUF in llama.cpp: named q4_1, batched with per-token stamps covering the round, and its
     teacher-forced top-1 against transformers float32 (the same GGUF dequantized) strictly between 0.5 and 1.
     Uses the default model cache, where the main job keeps the SmolLM2 conversion (one conversion for both)."""
-    from pytest_llmeff.spec.options import default_cache_dir
+    from pytest_llmeff.config.options import default_cache_dir
 
     monkeypatch.setenv("LLMEFF_CACHE_DIR", os.environ.get("LLMEFF_CACHE_DIR_SMOLLM2") or str(default_cache_dir()))
     # the teacher-forced probe on its first 512 tokens instead of 2,048 (llama.cpp reads ~100 tokens/s of prompt

@@ -33,7 +33,7 @@ FLOORS: dict[str, int] = {
     # floor 0: the top-level leaves (defaults and files are planned: they take floor 0 when they exist)
     "errors": 0, "events": 0, "metrics": 0, "hookspec": 0, "defaults": 0, "files": 0,
     "stats": 1,
-    "spec": 2,
+    "config": 2,
     "results": 3,
     "measure": 4,
     "engines": 5,
@@ -416,15 +416,15 @@ def test_a_clean_graph_has_no_violation():
     g = Graph(_pkg(
         errors="class E(Exception): pass\n",
         stats__intervals="from pytest_llmeff.errors import E\nimport numpy\n",
-        spec__options="from pytest_llmeff.stats import intervals\n",
-        engines__base="from pytest_llmeff.spec.options import x\nfrom pytest_llmeff.engines import cache\n",
+        config__options="from pytest_llmeff.stats import intervals\n",
+        engines__base="from pytest_llmeff.config.options import x\nfrom pytest_llmeff.engines import cache\n",
         engines__cache="import os\n",
         plugin="def hook():\n    from pytest_llmeff.engines.base import y\n",
         bench__measure="def f():\n    from pytest_llmeff.stats.intervals import ci\n",  # numpy: heavy
     ))
     assert g.violations() == []
     assert {str(a) for a in g.arrows} >= {
-        "pytest_llmeff.spec.options:1 -> pytest_llmeff.stats.intervals (module-level)",
+        "pytest_llmeff.config.options:1 -> pytest_llmeff.stats.intervals (module-level)",
         "pytest_llmeff.engines.base:2 -> pytest_llmeff.engines.cache (module-level)",
         "pytest_llmeff.bench.measure:2 -> pytest_llmeff.stats.intervals (function-local)",
     }
@@ -445,7 +445,7 @@ def test_a_cycle_is_named_arrow_by_arrow():
 def test_an_upward_arrow_and_a_sideways_one_are_named():
     floors = dict(FLOORS, lockstep2=FLOORS["lockstep"])
     g = Graph(_pkg(
-        spec__variants="from pytest_llmeff.engines.base import ENGINES\n",
+        config__variants="from pytest_llmeff.engines.base import ENGINES\n",
         lockstep__ab="from pytest_llmeff.lockstep2.x import y\n",
         lockstep2__x="y = 1\n",
         engines__base="ENGINES = {}\n",
@@ -455,7 +455,7 @@ def test_an_upward_arrow_and_a_sideways_one_are_named():
     assert sorted(g.floor_breaks()) == [
         "sideways (floor 6, another folder): pytest_llmeff.lockstep.ab:1 -> pytest_llmeff.lockstep2.x (module-level)",
         "upward (floor 0 -> 13): pytest_llmeff.errors:1 -> pytest_llmeff.plugin (module-level)",
-        "upward (floor 2 -> 5): pytest_llmeff.spec.variants:1 -> pytest_llmeff.engines.base (module-level)",
+        "upward (floor 2 -> 5): pytest_llmeff.config.variants:1 -> pytest_llmeff.engines.base (module-level)",
     ]
 
 

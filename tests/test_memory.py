@@ -91,7 +91,7 @@ CHILD = textwrap.dedent(
     torch.set_num_threads(1)
     from pytest_llmeff.engines.cache import ModelCache
     from pytest_llmeff.measure.memory import PeakMemory
-    from pytest_llmeff.spec.variants import Variant
+    from pytest_llmeff.config.variants import Variant
 
     model_dir, cache_root, history = sys.argv[1], sys.argv[2], sys.argv[3]
 

@@ -197,7 +197,7 @@ def test_cli_compare_spends_alpha_over_the_whole_comparison_and_judges_fixed_fig
 
 
 def test_the_readme_documents_every_option_and_its_ini_twin():
-    from pytest_llmeff.spec.options import _OPTIONS
+    from pytest_llmeff.config.options import _OPTIONS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `--llmeff-")}

@@ -10,7 +10,7 @@ import pytest
 from pytest_llmeff.errors import UsageProblem
 from pytest_llmeff.session.marker import expand
 from pytest_llmeff.scale.shard import Entry, Unit, lpt, split
-from pytest_llmeff.spec.shard_spec import ShardSpec, parse_shard
+from pytest_llmeff.config.shard_spec import ShardSpec, parse_shard
 
 SHARDED = """
 import pytest

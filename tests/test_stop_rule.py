@@ -146,7 +146,7 @@ def test_bad_marker_stop_settings_fail_the_test_in_one_line(llmeff_pytester, ext
 
 def test_pytest_help_prints_every_option(pytester):
     """argparse %-formats help texts: a bare '%' in one (e.g. 'METRIC:N% or') used to crash `pytest --help`."""
-    from pytest_llmeff.spec.options import _OPTIONS
+    from pytest_llmeff.config.options import _OPTIONS
 
     result = pytester.runpytest_subprocess("--help")
     assert result.ret == 0, result.stderr.str()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_llmeff.session.marker import expand
-from pytest_llmeff.spec.variants import InvalidMarker, Variant, sanitize_id, variant_id
+from pytest_llmeff.config.variants import InvalidMarker, Variant, sanitize_id, variant_id
 
 
 def test_cartesian_product_and_readable_ids():
@@ -103,7 +103,7 @@ def test_sanitize_id_blocks_path_tricks(raw, clean):
 
 
 def test_variant_id_includes_quantization_when_set():
-    from pytest_llmeff.spec.quantization import parse
+    from pytest_llmeff.config.quantization import parse
 
     assert variant_id("smollm2-135m", "bfloat16", parse("nf4"), 4) == "smollm2-135m-bf16-nf4-b4"
     knobs = parse({"method": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})

@@ -22,8 +22,8 @@ from pytest_llmeff.measure.device_set import devices_key
 from pytest_llmeff.measure.oom import translate_oom
 from pytest_llmeff.measure.peaks import peak_tflops
 from pytest_llmeff.metrics import METRICS
-from pytest_llmeff.spec.options import DEFAULT_INTERLEAVED_ROUNDS
-from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.config.options import DEFAULT_INTERLEAVED_ROUNDS
+from pytest_llmeff.config.variants import Variant
 
 _DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.txt"
 

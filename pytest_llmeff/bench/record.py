@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 from pytest_llmeff import events
 from pytest_llmeff.metrics import scale_for
 from pytest_llmeff.report.analysis import outlier_rounds
-from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.config.variants import Variant
 from pytest_llmeff.stats.stop_rule import StopRule
 
 if TYPE_CHECKING:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from pytest_llmeff import events
+from pytest_llmeff.measure.carbon import co2_g
 from pytest_llmeff.measure.contention import ContentionProbe, contention_warning
 from pytest_llmeff.measure.flops import FlopsCounter, analytic_flops, flops_cache_key, flops_disagreement_warning
 from pytest_llmeff.measure.memory import PeakMemory
@@ -152,7 +153,6 @@ def context_warning(prompt_tokens: int, max_new_tokens: int, context: Optional[t
 def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
     if energy_j is None or not ctx.country_iso3:
         return None
-    from pytest_llmeff.measure.carbon import co2_g
 
     return co2_g(energy_j, ctx.country_iso3)
 

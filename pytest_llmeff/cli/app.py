@@ -26,12 +26,21 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional
 
+from pytest_llmeff.cli import export
+from pytest_llmeff.cli import help as cli_help
+from pytest_llmeff.cli import init as scaffold
+from pytest_llmeff.cli import plot as plot_cmd
+from pytest_llmeff.cli import report as report_cmd
+from pytest_llmeff.cli import summary as summary_cmd
 from pytest_llmeff.defaults import DEFAULT_ALPHA
-from pytest_llmeff.cli import help as cli_help, export, init as scaffold
-from pytest_llmeff.spec.options import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
-from pytest_llmeff.errors import LlmeffError, StorageError
+from pytest_llmeff.errors import GateConfigError, LlmeffError, StorageError
 from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.gate.comparison_lines import resolution_lines
+from pytest_llmeff.gate.thresholds import parse_thresholds
+from pytest_llmeff.measure.machine import machine_info
+from pytest_llmeff.results import history
 from pytest_llmeff.results.runfile import SCHEMA_FILE, read_run, schema_text, shown_path
+from pytest_llmeff.config.options import DEFAULT_COMPARE_HISTORY, DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR
 
 PROG = "llmeff"
 DEFAULT_FAIL = "throughput_tok_s:5%,ttft_s:10%"
@@ -81,9 +90,6 @@ def _history_count(text: str) -> int:
 
 
 def _thresholds(text: str):
-    from pytest_llmeff.gate.thresholds import parse_thresholds
-    from pytest_llmeff.errors import GateConfigError
-
     try:
         thresholds = parse_thresholds(text)
     except GateConfigError as exc:
@@ -122,7 +128,6 @@ def _compare(base_path: str, current_path: str, thresholds: dict, alpha: float, 
     from tabulate import tabulate
 
     from pytest_llmeff.gate.compare_runs import compare_runs
-    from pytest_llmeff.gate.comparison_lines import resolution_lines
     from pytest_llmeff.results.storage import mismatch_warnings
 
     current = read_run(Path(current_path))  # StorageError: main() says it
@@ -199,15 +204,12 @@ _penalty = _open_range(0, 1000, "give a positive number (default 3; smaller find
 
 def _current_fingerprint() -> str:
     """This machine's fingerprint (marked ``gpu-unreadable`` when NVML fails: never a GPU-less machine's)."""
-    from pytest_llmeff.measure.machine import machine_info
     from pytest_llmeff.results.storage import machine_fingerprint
 
     return machine_fingerprint(machine_info())
 
 
 def _history(storage: str, benchmark: Optional[str], metric: str, machine: Optional[str], penalty: float) -> int:
-    from pytest_llmeff.results import history
-
     history.require_library()  # one line naming the extra when ruptures is missing
     series = history.load_history(Path(storage).expanduser(), benchmark, metric, machine=machine,
                                   current_fingerprint=_current_fingerprint)
@@ -225,7 +227,6 @@ def _parser() -> _Parser:
     lst = sub.add_parser("list", help="list run files (default: .llmeff/runs and .llmeff/baselines)")
     lst.add_argument("directory", nargs="?", default=None,
                      help=f"searched recursively (default: {DEFAULT_RESULTS_DIR} and {DEFAULT_STORAGE})")
-    from pytest_llmeff.cli import plot as plot_cmd, report as report_cmd, summary as summary_cmd# each command's logic lives in its own module
 
     summary_cmd.register(sub)
     report_cmd.register(sub, _thresholds, _alpha, _history_count, DEFAULT_FAIL)

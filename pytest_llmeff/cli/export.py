@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from pytest_llmeff.cli.report import check_output
 from pytest_llmeff.errors import StorageError
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.report.outputs import verdicts_by_benchmark
 
 EXAMPLES = """examples:
   llmeff export .llmeff/runs/run.json --format csv -o results.csv
@@ -29,14 +32,12 @@ exit status: 0 written; 2 a missing, corrupt or foreign run file, an unknown for
 
 def _markdown(run, source: str) -> str:
     from pytest_llmeff.report.markdown import render_markdown
-    from pytest_llmeff.report.outputs import verdicts_by_benchmark  # the session's own mapping
 
     return render_markdown(run.benchmarks, verdicts=verdicts_by_benchmark(run))
 
 
 def _csv(run, source: str) -> str:
     from pytest_llmeff.report.csv_table import render_csv
-    from pytest_llmeff.report.outputs import verdicts_by_benchmark
 
     return render_csv(run.benchmarks, verdicts=verdicts_by_benchmark(run))
 
@@ -67,8 +68,6 @@ def render(run_path: Path, fmt: str) -> str:
 
 def export(run_path: Path, fmt: str, out: Optional[Path]) -> Optional[Path]:
     """Write the run as ``fmt`` to ``out`` atomically (stdout when None); return the path written."""
-    from pytest_llmeff.cli.report import check_output  # the same check as llmeff report's -o
-    from pytest_llmeff.files import atomic_write_text
     from pytest_llmeff.results.runfile import shown_path
 
     if out is not None:

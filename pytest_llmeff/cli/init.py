@@ -30,9 +30,18 @@ from pathlib import Path
 from typing import Optional
 
 from pytest_llmeff.cli.templates import render_template
-from pytest_llmeff.defaults import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TIME_S, DEFAULT_STORAGE,
-                                    DEFAULT_TARGET_CI_PCT)
-from pytest_llmeff.errors import InitError  # noqa: F401  (raised here; its old home)
+from pytest_llmeff.defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TIME_S, DEFAULT_STORAGE, DEFAULT_TARGET_CI_PCT
+from pytest_llmeff.engines.transformers.load import local_hub_snapshot
+from pytest_llmeff.errors import (
+    InitError,  # noqa: F401  (raised here; its old home)
+    ModelSourceError,
+)
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.report.outputs import writable_folder_problem
+from pytest_llmeff.config.aliases import ALIASES
+from pytest_llmeff.config.precision import PRECISIONS
+from pytest_llmeff.config.quantization import METHODS
+from pytest_llmeff.config.variants import describe_model_source
 
 TEST_FILE = "benchmarks/test_llm.py"
 CI_FILE = ".github/workflows/llmeff.yml"
@@ -80,8 +89,6 @@ class Plan:
 
 def model_kind(model: str) -> str:
     """alias | directory | gguf | hub for ``model``, checked offline; InitError naming it otherwise."""
-    from pytest_llmeff.spec.variants import describe_model_source
-
     try:
         kind = describe_model_source(model)
     except ValueError as exc:
@@ -90,9 +97,6 @@ def model_kind(model: str) -> str:
         raise InitError(f"--model {model!r}: the directory has no config.json (give a folder saved with "
                         "save_pretrained, a .gguf file, an alias or a cached hub id)")
     if kind == "hub":
-        from pytest_llmeff.engines.transformers.load import local_hub_snapshot
-        from pytest_llmeff.errors import ModelSourceError
-
         try:
             local_hub_snapshot(model, None)
         except ModelSourceError as exc:
@@ -108,8 +112,6 @@ def _list(flag: str, text: str) -> tuple[str, ...]:
 
 
 def precisions(text: str) -> tuple[str, ...]:
-    from pytest_llmeff.spec.precision import PRECISIONS
-
     items = _list("--precision", text)
     for p in items:
         if p not in PRECISIONS:
@@ -118,8 +120,6 @@ def precisions(text: str) -> tuple[str, ...]:
 
 
 def quantizations(text: str) -> tuple[Optional[str], ...]:
-    from pytest_llmeff.spec.quantization import METHODS
-
     items = _list("--quantization", text)
     for q in items:
         if q != "none" and q not in METHODS:
@@ -265,7 +265,6 @@ def plan(a: Answers, project: Path, test_file: str = TEST_FILE, ini: str = "auto
 def apply(p: Plan, force: bool) -> list[str]:
     """Write the plan; refuse (InitError, nothing written) when a file exists and ``force`` is off or a folder
     cannot be written. Returns one line per file written."""
-    from pytest_llmeff.files import atomic_write_text
     from pytest_llmeff.results.runfile import shown_path
 
     for path in p.write:
@@ -273,7 +272,6 @@ def apply(p: Plan, force: bool) -> list[str]:
             raise InitError(f"{shown_path(path)} is a directory; give another file name")
         if path.exists() and not force:
             raise InitError(f"{shown_path(path)} already exists; use --force to overwrite it")
-    from pytest_llmeff.report.outputs import writable_folder_problem  # the plugin's own check of its outputs
 
     for path in list(p.write) + list(p.append):
         problem = writable_folder_problem(path.parent)
@@ -303,9 +301,6 @@ def _interactive(args) -> bool:
 def _ask(args) -> None:
     """Fill the values not given as flags by asking (questionary). SystemExit(1) when the user cancels."""
     import questionary
-
-    from pytest_llmeff.spec.aliases import ALIASES
-    from pytest_llmeff.spec.precision import PRECISIONS
 
     def check(parse):
         def validate(text):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pytest_llmeff.cli.report import check_output
 from pytest_llmeff.errors import StorageError, UsageProblem
+from pytest_llmeff.metrics import METRICS
 
 SUFFIXES = (".svg", ".png", ".pdf", ".html")
 
@@ -64,9 +66,7 @@ def _export(fig, out: Path) -> None:
 
 
 def run(args) -> int:
-    from pytest_llmeff.metrics import METRICS
     from pytest_llmeff.report.figures import require_plotly, scatter_figure
-    from pytest_llmeff.cli.report import check_output
     from pytest_llmeff.results.runfile import read_run, shown_path
 
     out = Path(args.output)

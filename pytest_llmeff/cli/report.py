@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pytest_llmeff.defaults import DEFAULT_ALPHA
-from pytest_llmeff.spec.options import DEFAULT_COMPARE_HISTORY, DEFAULT_STORAGE
-from pytest_llmeff.errors import StorageError
 from pytest_llmeff.cli.summary import add_analysis_options
+from pytest_llmeff.defaults import DEFAULT_ALPHA
+from pytest_llmeff.errors import StorageError
+from pytest_llmeff.gate.comparison_lines import matching_lines
+from pytest_llmeff.report.outputs import writable_folder_problem
+from pytest_llmeff.config.options import DEFAULT_COMPARE_HISTORY, DEFAULT_STORAGE
 
 EXAMPLES = """examples:
   llmeff report .llmeff/runs/RUN.json -o report.html
@@ -49,7 +51,6 @@ def register(sub, thresholds, alpha, history, default_fail: str) -> None:
 def check_output(path: Path) -> None:
     """A StorageError (one line naming the file) when ``path`` cannot be written: a directory, under a file, or
     in a folder that is not writable."""
-    from pytest_llmeff.report.outputs import writable_folder_problem  # the plugin's own check of its outputs
     from pytest_llmeff.results.runfile import shown_path
 
     if path.is_dir():
@@ -71,7 +72,6 @@ def run(args) -> int:
     verdicts, notes, label = None, [], None
     if args.baseline is not None:
         from pytest_llmeff.gate.compare_runs import compare_runs
-        from pytest_llmeff.gate.comparison_lines import matching_lines
         from pytest_llmeff.results.storage import mismatch_warnings
 
         comparison = compare_runs(args.baseline, current, args.fail, args.alpha, args.history, args.storage)

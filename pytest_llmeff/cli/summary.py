@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pytest_llmeff.report import analysis
 from pytest_llmeff.errors import UsageProblem
+from pytest_llmeff.metrics import METRICS, header_for, scale_for
+from pytest_llmeff.report import analysis
 
 EXAMPLES = """examples:
   llmeff summary .llmeff/runs/RUN.json
@@ -41,8 +42,6 @@ weights_type = _argtype(analysis.parse_weights, "--weights")
 
 
 def _metric_list(text: str) -> tuple[str, ...]:
-    from pytest_llmeff.metrics import METRICS
-
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     for n in names:
         if n not in METRICS:
@@ -76,7 +75,6 @@ def register(sub) -> None:
 def _section_lines(rows, objectives, weights, metrics) -> list[str]:
     from tabulate import tabulate
 
-    from pytest_llmeff.metrics import header_for, scale_for
     from pytest_llmeff.report.terminal import cell
 
     full = {id(r): analysis.label(r) for r in rows}

@@ -2,7 +2,7 @@
 (``Capabilities``), and the generic ``load`` that finds an engine through the catalog.
 
 Import-light (no torch, no engine package at module level). Which engines exist, and their static facts, is the
-leaf catalog ``spec/engine_catalog.py``; each engine lives in its own folder beside this file and is imported only
+leaf catalog ``config/engine_catalog.py``; each engine lives in its own folder beside this file and is imported only
 when one of its variants loads (``importlib``, by the module path the catalog names).
 
 **The interface** (what ``bench/runner.py``, ``measure/quality.py``, ``bench/record.py`` and the fixtures call):
@@ -37,7 +37,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from pytest_llmeff.engines.generation import TextGeneration
 from pytest_llmeff.errors import VariantUnsupported
-from pytest_llmeff.spec.engine_catalog import ENGINES, spec
+from pytest_llmeff.config.engine_catalog import ENGINES, spec
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Capabilities:
 class LoadedEngine(TextGeneration, ABC):
     """A variant loaded by its engine: the interface every engine implements (module docstring for units).
 
-    Attributes every implementation sets: ``variant`` (the ``spec.variants.Variant``), ``device`` (``"cpu"``,
+    Attributes every implementation sets: ``variant`` (the ``config.variants.Variant``), ``device`` (``"cpu"``,
     ``"cuda:0"``), ``path`` (the directory or file loaded, or None), ``load_s`` (seconds), ``converted_s``
     (seconds of a one-time conversion, None when none ran), ``tokenizer`` (Hugging Face, left padding),
     ``model`` (an object with ``.config``: the transformers model, or ``native.ConfigHolder``), ``eos_ids``,

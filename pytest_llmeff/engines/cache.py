@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff import events
+from pytest_llmeff.engines.base import load
 from pytest_llmeff.engines.sources.gguf import ModelSourceError
 from pytest_llmeff.engines.transformers.quant import VariantUnsupported
 from pytest_llmeff.measure.memory import release_memory
 from pytest_llmeff.results.schema import LoadEvent
-from pytest_llmeff.spec.engine_catalog import is_default
-from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.config.engine_catalog import is_default
+from pytest_llmeff.config.variants import Variant
 
 
 class ModelCache:
@@ -47,7 +48,6 @@ class ModelCache:
         if self._key == key and self._loaded is not None:
             return self._loaded
         self.release()
-        from pytest_llmeff.engines.base import load
 
         try:
             loaded = load(variant, self.cache_root, self.progress, self.threads, tensor_parallel=self.tensor_parallel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from pytest_llmeff.engines.transformers.load import resolve_path
 from pytest_llmeff.errors import ModelSourceError
 
 
@@ -53,8 +54,6 @@ def eos_ids_of(path: Path, config, tokenizer) -> list[int]:
 def source_dir(variant, cache_root: Path, progress=None) -> tuple[Path, Optional[float]]:
     """The Hugging Face directory (config, tokenizer, safetensors) of the variant's model: an alias or GGUF goes
     through the same conversion cache as transformers; a hub id must be in the local cache."""
-    from pytest_llmeff.engines.transformers.load import resolve_path
-
     path, converted_s = resolve_path(variant, cache_root, progress)
     if not (Path(path) / "config.json").is_file():
         raise ModelSourceError(f"{variant.model}: {path} has no config.json")

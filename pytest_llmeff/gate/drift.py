@@ -44,6 +44,7 @@ from pytest_llmeff.gate.thresholds import Threshold
 from pytest_llmeff.gate.two_sample import compare
 from pytest_llmeff.gate.verdicts import Evidence, Verdict, decide
 from pytest_llmeff.metrics import METRICS
+from pytest_llmeff.stats.intervals import median_ci
 
 MIN_HISTORY = 2  # stored sessions needed to estimate the spread between sessions (one degree of freedom)
 # The smallest spread between sessions the test believes (log units: 5%). A few stored sessions that happen to agree
@@ -113,8 +114,6 @@ def mde_from_se(se: float, dof: int, alpha: float, direction: str, log_scale: bo
 def _own_se(samples: Sequence[float], log_scale: bool) -> float:
     """The standard error of a session's median from its own rounds (its 95% median interval / 3.92); 0.0 when
     there are too few rounds for an interval."""
-    from pytest_llmeff.stats.intervals import median_ci
-
     interval = median_ci(list(samples))
     if interval is None:
         return 0.0

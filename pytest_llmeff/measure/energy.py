@@ -14,6 +14,7 @@ import time
 from typing import Iterator, Optional, Sequence
 
 from pytest_llmeff.defaults import DEFAULT_COUNTRY_ISO3
+from pytest_llmeff.measure.carbon import co2_g
 from pytest_llmeff.measure.meter import Measurement, Meter  # noqa: F401  (Measurement's old home)
 
 KWH_TO_J = 3.6e6
@@ -131,7 +132,5 @@ class EnergyTracker:
             done = self.meter.end(start)
             result.__dict__.update(done.__dict__)
             if result.energy_j is not None and self.country_iso3:
-                from pytest_llmeff.measure.carbon import co2_g
-
                 result.co2_g = co2_g(result.energy_j, self.country_iso3)
                 result.country_iso_code = self.country_iso3

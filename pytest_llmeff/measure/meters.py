@@ -8,13 +8,15 @@ Every meter implements ``meter.Meter`` (the interface, with ``Measurement`` and 
 
 from __future__ import annotations
 
-from pytest_llmeff.defaults import DEFAULT_POWERCAP_ROOT
-from pytest_llmeff.errors import MeterUnavailable  # noqa: F401  (its old home; defined in errors.py)
-
 from typing import Optional
 
+from pytest_llmeff.defaults import DEFAULT_POWERCAP_ROOT
+from pytest_llmeff.errors import MeterUnavailable  # noqa: F401  (its old home; defined in errors.py)
+from pytest_llmeff.measure.device_set import cuda_indices
 from pytest_llmeff.measure.energy import CodeCarbonMeter
 from pytest_llmeff.measure.meter import Measurement, Meter, OffMeter  # noqa: F401  (OffMeter's old home)
+from pytest_llmeff.measure.nvml import NvmlMeter
+from pytest_llmeff.measure.rapl import RaplMeter
 
 BACKENDS = ("auto", "nvml", "rapl", "codecarbon", "off")
 
@@ -28,13 +30,9 @@ def _cuda_index(device: str) -> Optional[int]:
 def check_backend(kind: str, powercap_root: str = DEFAULT_POWERCAP_ROOT) -> Optional[str]:
     """For an explicitly requested backend: None when it can be read, else the reason (for a usage error)."""
     if kind == "rapl":
-        from pytest_llmeff.measure.rapl import RaplMeter
-
         ok, why = RaplMeter(powercap_root).available()
         return None if ok else f"--llmeff-energy=rapl cannot read RAPL: {why}"
     if kind == "nvml":
-        from pytest_llmeff.measure.nvml import NvmlMeter
-
         ok, why = NvmlMeter().available()
         return None if ok else f"--llmeff-energy=nvml cannot read NVML: {why}"
     return None
@@ -48,13 +46,9 @@ def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = D
         return OffMeter()
     notes = []
     if kind in ("auto", "nvml"):
-        from pytest_llmeff.measure.device_set import cuda_indices
-
         several = cuda_indices(device)  # a device_map model's GPUs (cuda:0+cuda:1): exactly those
         index = _cuda_index(device) if several is None else several[0]
         if index is not None or kind == "nvml":
-            from pytest_llmeff.measure.nvml import NvmlMeter
-
             meter = NvmlMeter(device_indices=several or (None if index is None else [index]))
             ok, why = meter.available()
             if ok:
@@ -63,8 +57,6 @@ def make_meter(kind: str, device: str, country_iso3: str, powercap_root: str = D
                 raise MeterUnavailable(f"--llmeff-energy=nvml cannot read NVML: {why}")
             notes.append(f"nvml: {why}")
     if kind in ("auto", "rapl") and not device.startswith("cuda"):
-        from pytest_llmeff.measure.rapl import RaplMeter
-
         meter = RaplMeter(powercap_root)
         ok, why = meter.available()
         if ok:

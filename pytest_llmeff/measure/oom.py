@@ -26,7 +26,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from pytest_llmeff.errors import LoadOutOfMemory, OutOfMemory  # noqa: F401  (LoadOutOfMemory: its old home)
-
+from pytest_llmeff.config.variants import load_id
 
 _TRIED = re.compile(r"Tried to allocate ([0-9.]+ (?:[KMGTP]iB|bytes))")  # torch's CUDA allocator
 _CPU_TRIED = re.compile(r"you tried to allocate ([0-9]+) bytes")
@@ -74,7 +74,6 @@ def _variant_name(variant: Any) -> str:
     vid = getattr(variant, "id", "") or ""
     if vid:
         return vid
-    from pytest_llmeff.spec.variants import load_id
 
     return load_id(variant.model, variant.precision, variant.quantization)
 

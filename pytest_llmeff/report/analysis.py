@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from pytest_llmeff.metrics import METRICS
-from pytest_llmeff.spec.objectives import (DEFAULT_PARETO, DEFAULT_WEIGHTS, parse_objectives,  # noqa: F401
+from pytest_llmeff.config.objectives import (DEFAULT_PARETO, DEFAULT_WEIGHTS, parse_objectives,  # noqa: F401
                                       parse_weights)
 from pytest_llmeff.stats.intervals import MIN_CI_SAMPLES
 from pytest_llmeff.stats.stop_rule import DEFAULT_TARGET_CI_PCT

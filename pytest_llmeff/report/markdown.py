@@ -31,7 +31,7 @@ from pytest_llmeff.gate.verdicts import Verdict
 from pytest_llmeff.metrics import METRICS, header_for, spec_for
 from pytest_llmeff.report.terminal import row_label, precision_cell, cell, column_marks, legend_lines
 from pytest_llmeff.results.schema import BenchmarkRecord
-from pytest_llmeff.spec.engine_catalog import is_default
+from pytest_llmeff.config.engine_catalog import is_default
 
 # verdicts as the gate gives them: (nodeid, benchmark name) -> {metric name -> Verdict}
 Verdicts = Mapping[tuple[str, str], Mapping[str, Verdict]]

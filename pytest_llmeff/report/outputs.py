@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from pytest_llmeff import events
-from pytest_llmeff.spec.options import DEFAULT_RESULTS_DIR, LlmeffConfig
 from pytest_llmeff.errors import StorageError, UsageProblem
-from pytest_llmeff.spec.variants import sanitize_id
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.config.options import DEFAULT_RESULTS_DIR, LlmeffConfig
+from pytest_llmeff.config.variants import sanitize_id
 
 if TYPE_CHECKING:
     from pytest_llmeff.results.schema import Run
@@ -169,7 +170,6 @@ def _write_reports(run: "Run", options: LlmeffConfig, rootdir: Path, comparison:
     from pytest_llmeff.report.csv_table import write_csv
     from pytest_llmeff.report.html import write_html
     from pytest_llmeff.report.markdown import STEP_SUMMARY_ENV, append_github_step_summary, render_markdown
-    from pytest_llmeff.files import atomic_write_text
 
     markdown = None
     if options.markdown is not None:

@@ -46,7 +46,7 @@ from pytest_llmeff.report.analysis import sampled as _sampled
 from pytest_llmeff.report.analysis import target_pct, target_pct_default
 from pytest_llmeff.metrics import header_for, is_energy_metric, scale_for, short_label
 from pytest_llmeff.results.schema import BenchmarkRecord
-from pytest_llmeff.spec.engine_catalog import is_default, named_by_weight_type
+from pytest_llmeff.config.engine_catalog import is_default, named_by_weight_type
 
 #: the default metric columns, in order; each entry's first metric the table's records hold is shown (older
 #: runs have ``tpot_s`` and ``peak_mem_bytes`` where newer ones have ``itl_s`` and ``peak_mem_delta_bytes``)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from pytest_llmeff.errors import LlmeffUsageError, StorageError
+from pytest_llmeff.metrics import spec_for
 
 DEFAULT_METRIC = "throughput_tok_s"
 DEFAULT_PENALTY = 3.0
@@ -108,12 +109,12 @@ def _listing(names: list[str], limit: int = 10) -> str:
 def _pick_folder(storage, machine: Optional[str], current):
     """The fingerprint whose runs form the series: ``machine`` if given; else the current machine's when it has
     runs; else the only folder with runs. HistoryError otherwise."""
-    from pytest_llmeff.results.storage import _json_files
+    from pytest_llmeff.results.storage import json_files
 
     root = storage.root
     if not root.is_dir():
         raise HistoryError(f"{root}: no such storage directory (runs are stored there with --llmeff-autosave)")
-    folders = [d.name for d in storage._folders() if _json_files(d)]
+    folders = [d.name for d in storage.folders() if json_files(d)]
     if machine is not None:
         if machine not in folders:
             hint = f"; machines with stored runs: {_listing(folders)}" if folders else ""
@@ -140,7 +141,6 @@ def load_history(root, benchmark: Optional[str] = None, metric: str = DEFAULT_ME
     benchmark only. A run file that cannot be read is skipped and named in ``History.skipped``. Unknown
     benchmark or metric, nothing stored, or an ambiguous choice: HistoryError (one line, listing what exists).
     """
-    from pytest_llmeff.metrics import spec_for
     from pytest_llmeff.results.runfile import read_run, shown_path
     from pytest_llmeff.results.storage import Storage
 

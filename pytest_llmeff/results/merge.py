@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from pytest_llmeff.errors import LlmeffUsageError
+from pytest_llmeff.errors import LlmeffUsageError, StorageError
 from pytest_llmeff.results.runfile import read_run, shown_path
-from pytest_llmeff.results.schema import MergeInfo, MergedShard, Run
+from pytest_llmeff.results.schema import MergedShard, MergeInfo, Run
 from pytest_llmeff.results.storage import machine_fingerprint
 
 
@@ -155,7 +155,6 @@ def merge_runs(paths: Sequence[Path], force: bool = False) -> tuple[Run, list[st
 def write_merged(paths: Sequence[str], output: str, force: bool) -> int:
     """``llmeff merge``: merge, write ``output`` atomically, print what was merged. Exit status 0; errors raise
     (the CLI prints them as one line, exit 2)."""
-    from pytest_llmeff.errors import StorageError
     from pytest_llmeff.results.runfile import write_run
 
     merged, lines = merge_runs([Path(p) for p in paths], force)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_llmeff.metrics import spec_for
+from pytest_llmeff.stats import intervals as stats
 
 SCHEMA_ID = "pytest-llmeff/1.1"
 READABLE_SCHEMAS = ("pytest-llmeff/1", "pytest-llmeff/1.1")
@@ -56,8 +57,6 @@ class Metric(BaseModel):
         if not samples:
             raise ValueError(f"metric {name!r} has no samples")
         import statistics as st
-
-        from pytest_llmeff.stats import intervals as stats
 
         spec = spec_for(name)
         values = [float(v) for v in samples]

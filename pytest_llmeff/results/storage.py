@@ -7,8 +7,6 @@ Pure logic, no pytest hooks.
 
 from __future__ import annotations
 
-from pytest_llmeff.errors import StorageError  # noqa: F401  (its old home; defined in errors.py)
-
 import datetime as _dt
 import hashlib
 import json
@@ -18,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from pytest_llmeff.errors import StorageError  # noqa: F401  (its old home; defined in errors.py)
 from pytest_llmeff.results.runfile import read_run, shown_path, write_run
 from pytest_llmeff.results.schema import BenchmarkRecord, Run
-from pytest_llmeff.spec.variants import sanitize_id
+from pytest_llmeff.config.variants import sanitize_id
 
 # Versions whose change can move the numbers by itself; a baseline from other versions gets a warning.
 COMPARED_VERSIONS: tuple[str, ...] = ("python", "torch", "transformers", "bitsandbytes", "accelerate")
@@ -102,7 +101,7 @@ def _stamp(started_at: str) -> str:
     return when.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _json_files(folder: Path) -> list[Path]:
+def json_files(folder: Path) -> list[Path]:
     """The run files directly in ``folder`` (hidden names, such as temp files and reservations, skipped)."""
     if not folder.is_dir():
         return []
@@ -130,10 +129,10 @@ class Storage:
 
     def runs(self, fingerprint: Optional[str] = None) -> list[Path]:
         """Stored run files of one fingerprint (every fingerprint when None), oldest first."""
-        folders = [self.folder(fingerprint)] if fingerprint else self._folders()
-        return sorted((p for d in folders for p in _json_files(d)), key=_age_key)
+        folders = [self.folder(fingerprint)] if fingerprint else self.folders()
+        return sorted((p for d in folders for p in json_files(d)), key=_age_key)
 
-    def _folders(self) -> list[Path]:
+    def folders(self) -> list[Path]:
         if not self.root.is_dir():
             return []
         return sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -154,7 +153,7 @@ class Storage:
 
     def _next_counter(self, folder: Path) -> int:
         """One more than the highest counter among the runs stored in ``folder`` and the counters reserved there."""
-        used = [c for c in (_counter(p) for p in _json_files(folder)) if c is not None]
+        used = [c for c in (_counter(p) for p in json_files(folder)) if c is not None]
         try:
             used += [int(m.group(1)) for m in (_RESERVATION.match(e.name) for e in os.scandir(folder)) if m]
         except FileNotFoundError:
@@ -197,7 +196,7 @@ class Storage:
             try:
                 # a session that listed before us may have finished and dropped its reservation of this very
                 # number since: its run file is visible now, so look again
-                if any(_counter(p) == counter for p in _json_files(folder)):
+                if any(_counter(p) == counter for p in json_files(folder)):
                     counter = self._next_counter(folder)
                     continue
                 return self._write(run, folder / f"{self._autosave_stem(run, counter)}.json")
@@ -262,7 +261,7 @@ class Storage:
             inside = False
         if not inside or count <= 1:
             return runs, skipped
-        ordered = sorted(_json_files(folder), key=_age_key)
+        ordered = sorted(json_files(folder), key=_age_key)
         own = [p for p in ordered if p.resolve() == path.resolve()]
         earlier = ordered[:ordered.index(own[0])] if own else []
         for older in reversed(earlier):

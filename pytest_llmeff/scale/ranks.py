@@ -22,8 +22,10 @@ import socket
 from datetime import timedelta
 from typing import Optional
 
-from pytest_llmeff.scale import xdist_gpu
 from pytest_llmeff.errors import UsageProblem
+from pytest_llmeff.measure.meter import OffMeter
+from pytest_llmeff.measure.meter_set import device_kind
+from pytest_llmeff.scale import xdist_gpu
 from pytest_llmeff.scale.launcher import Launch, owns_device
 
 TIMEOUT_ENV = "LLMEFF_RANK_TIMEOUT_S"  # how long a rank waits for the others at a barrier or the gather
@@ -57,8 +59,6 @@ def start(session, launch: Launch) -> None:
         # tensor parallel on GPUs: the model's collectives need NCCL; the records are gathered over gloo
         dist.init_process_group(backend_for(tensor, gpus), timeout=timedelta(seconds=timeout_s))
         session.rank_group_owned = True
-    from pytest_llmeff.measure.meter import OffMeter
-    from pytest_llmeff.measure.meter_set import device_kind
 
     meters = session.meters
     own_for_device = meters.for_device

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from pytest_llmeff.spec.shard_spec import ShardSpec
-from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.engines.sources.memory_fit import gguf_params, safetensors_tensors
+from pytest_llmeff.config.shard_spec import ShardSpec
+from pytest_llmeff.config.variants import Variant
 
 # nominal parameter counts of the built-in aliases (the same on every node, built or not)
 ALIAS_PARAMS = {"smollm2-135m": 134_515_008, "tiny-random-llama": 186_000}
@@ -103,8 +104,6 @@ def lpt(units: Sequence[Unit], count: int) -> dict[str, int]:
 
 
 def _safetensors_params(directory: Path) -> Optional[int]:
-    from pytest_llmeff.engines.sources.memory_fit import safetensors_tensors
-
     tensors = safetensors_tensors(directory)
     return sum(count for _, _, count, _ in tensors) if tensors else None
 
@@ -133,8 +132,6 @@ def parameter_count(variant: Variant) -> tuple[Optional[int], str]:
         return ALIAS_PARAMS[model], "nominal size of the built-in alias"
     path = Path(os.path.expanduser(model))
     if path.suffix == ".gguf" and path.is_file():
-        from pytest_llmeff.engines.sources.memory_fit import gguf_params
-
         params = gguf_params(path)
         if params:
             return params, "GGUF tensor shapes"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pytest_llmeff.errors import StorageError, UsageProblem
+from pytest_llmeff.scale.shard import Entry, split
 
 
 def load_costs(options, rootdir: Path):
@@ -31,7 +32,6 @@ def apply(state, items: list, variant_of: Callable, is_benchmark: Callable, dese
     """Keep this shard's tests in ``items`` (in place), hand the others to ``deselect``, and remember the split in
     ``state.shard_info`` (a ``results.ShardInfo``) for the run file."""
     from pytest_llmeff.results.schema import ShardInfo
-    from pytest_llmeff.scale.shard import Entry, split
 
     spec = state.options.shard
     previous, label = None, ""

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from pytest_llmeff.files import atomic_write_text
+from pytest_llmeff.scale.shard import Entry, estimates
+
 SCOPES_KEY = "llmeff_scopes_dir"
 
 
@@ -19,8 +22,6 @@ def write_units(workerinput, items: list, variant_of: Callable, is_benchmark: Ca
     folder = workerinput.get(SCOPES_KEY) if workerinput else None
     if not folder:
         return
-    from pytest_llmeff.files import atomic_write_text
-    from pytest_llmeff.scale.shard import Entry, estimates
 
     entries = [Entry(item.nodeid, variant_of(item), is_benchmark(item)) for item in items]
     cost = estimates(entries)

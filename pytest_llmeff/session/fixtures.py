@@ -12,8 +12,15 @@ from typing import Iterator, Optional, Sequence
 
 import pytest
 
+from pytest_llmeff.bench import measure as bench
+from pytest_llmeff.bench.measure import default_prompts as prompts
+from pytest_llmeff.bench.measure import reference_data
+from pytest_llmeff.bench.record import Where, build_record, emit_record_events
+from pytest_llmeff.engines.transformers.load import resolve_device
 from pytest_llmeff.errors import LlmeffRunError, VariantUnsupported
-from pytest_llmeff.spec.variants import InvalidMarker, Variant
+from pytest_llmeff.measure.energy import EnergyTracker
+from pytest_llmeff.measure.flops import FlopsCounter
+from pytest_llmeff.config.variants import InvalidMarker, Variant
 
 SESSION_KEY = pytest.StashKey["object"]()
 RECORDS_KEY = pytest.StashKey[list]()
@@ -23,8 +30,6 @@ _JUNIT_METRICS = ("throughput_tok_s", "ttft_s", "tpot_s", "peak_mem_bytes", "ene
 
 def default_prompts() -> list[str]:
     """The prompt set shipped with the package (8 short instructions written for this project)."""
-    from pytest_llmeff.bench.measure import default_prompts as prompts
-
     return prompts()
 
 
@@ -69,8 +74,6 @@ def llm_model(llmeff_variant, request):
     skipped with the reason."""
     from dataclasses import replace
 
-    from pytest_llmeff.bench.measure import reference_data
-
     session = _session(request)
     variant = llmeff_variant
     if session.options.trust_remote_code and not variant.trust_remote_code:
@@ -102,8 +105,6 @@ class DeviceEnergyTracker:
             return self._session.meters.for_device(self.device)
 
     def measure(self, device: Optional[str] = None):
-        from pytest_llmeff.measure.energy import EnergyTracker
-
         device = self.device if device is None else _energy_device(str(device), self._where)
         with _one_line(self._where, "energy_tracker"):
             meter = self._session.meters.for_device(device)
@@ -144,7 +145,6 @@ def _default_energy_device(request) -> str:
     if isinstance(variant, Variant):
         if variant.device != "auto":
             return variant.device
-        from pytest_llmeff.engines.transformers.load import resolve_device
 
         return resolve_device(variant.device)
     torch = sys.modules.get("torch")  # never imported just to find out
@@ -176,8 +176,6 @@ def energy_tracker(request) -> DeviceEnergyTracker:
 @pytest.fixture(scope="session")
 def flops_counter():
     """``with flops_counter.count() as f:`` -> ``f.flops`` (FlopCounterMode plus formulas for missed ops)."""
-    from pytest_llmeff.measure.flops import FlopsCounter
-
     return FlopsCounter()
 
 
@@ -189,9 +187,6 @@ def llm_benchmark(llm_model, request):
     in one test: each benchmark of a test needs its own name). Returns the ``BenchmarkRecord``
     (``result.metrics["throughput_tok_s"].median``). Three steps: measure, record, judge.
     """
-    from pytest_llmeff.bench import measure as bench
-    from pytest_llmeff.bench.record import Where, build_record, emit_record_events
-
     session = _session(request)
     item = request.node
     records = item.stash.setdefault(RECORDS_KEY, [])

@@ -13,10 +13,21 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from pytest_llmeff.defaults import DEFAULT_MAX_NEW_TOKENS
-from pytest_llmeff.spec import engine_catalog, quantization as quant
-from pytest_llmeff.spec.precision import PRECISIONS
-from pytest_llmeff.spec.variants import (DEVICES_HELP, MARKER_NAME, InvalidMarker, Variant, as_list,
-                                    describe_model_source, variant_id)
+from pytest_llmeff.errors import GateConfigError
+from pytest_llmeff.gate.thresholds import parse_limits, parse_thresholds
+from pytest_llmeff.config import engine_catalog
+from pytest_llmeff.config import quantization as quant
+from pytest_llmeff.config.options import UsageProblem, metric_names
+from pytest_llmeff.config.precision import PRECISIONS
+from pytest_llmeff.config.variants import (
+    DEVICES_HELP,
+    MARKER_NAME,
+    InvalidMarker,
+    Variant,
+    as_list,
+    describe_model_source,
+    variant_id,
+)
 
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]  (the one list of names, in precision.py)
 
@@ -64,9 +75,6 @@ class MarkerArgs(BaseModel):
     @classmethod
     def _thresholds(cls, value):
         if value:
-            from pytest_llmeff.gate.thresholds import parse_thresholds
-            from pytest_llmeff.errors import GateConfigError
-
             try:
                 parse_thresholds(",".join(f"{k}:{v}" for k, v in value.items()))
             except GateConfigError as exc:
@@ -77,9 +85,6 @@ class MarkerArgs(BaseModel):
     @classmethod
     def _limits(cls, value):
         if value:
-            from pytest_llmeff.gate.thresholds import parse_limits
-            from pytest_llmeff.errors import GateConfigError
-
             try:
                 parse_limits(value)
             except GateConfigError as exc:
@@ -177,8 +182,6 @@ class MarkerArgs(BaseModel):
     @classmethod
     def _precision_metrics(cls, value):
         if value is not None:
-            from pytest_llmeff.spec.options import UsageProblem, metric_names
-
             if not value:
                 raise ValueError("precision_metrics=[] is empty; give per-round metric names or leave it out")
             try:

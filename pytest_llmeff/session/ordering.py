@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, TypeVar
 
-from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.config.variants import Variant
 
 T = TypeVar("T")
 

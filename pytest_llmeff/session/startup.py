@@ -14,10 +14,24 @@ from typing import Callable, Optional
 
 import pytest
 
-from pytest_llmeff.gate.baseline import Baseline
-from pytest_llmeff.spec.options import resolve
+from pytest_llmeff import events
+from pytest_llmeff.bench.record import run_time_s
 from pytest_llmeff.errors import UsageProblem
+from pytest_llmeff.gate.baseline import Baseline
+from pytest_llmeff.lockstep import ab
+from pytest_llmeff.lockstep.turnstile import Turnstile
+from pytest_llmeff.measure.carbon import intensity_g_per_kwh
+from pytest_llmeff.measure.machine import GPU_UNREADABLE, commit_info, gpu_line, versions
+from pytest_llmeff.measure.machine import machine_info as gather
+from pytest_llmeff.measure.meters import check_backend
+from pytest_llmeff.metrics import register_metric
+from pytest_llmeff.report.outputs import Outputs, check_destinations, write_outputs
+from pytest_llmeff.report.progress import ProgressLines
+from pytest_llmeff.scale.launcher import detect
+from pytest_llmeff.scale.ranks import check, quiet_options, start
+from pytest_llmeff.scale.shard_session import load_costs
 from pytest_llmeff.session.state import LlmeffSession, utc_now
+from pytest_llmeff.config.options import LLMEFF_DIR, resolve
 
 
 def is_worker(config) -> bool:
@@ -53,9 +67,6 @@ def machine_info(config) -> dict:
     are said on the terminal once (``GPU: unreadable (reason)``); the run file keeps the reason."""
     info = config.stash.get(MACHINE_KEY, None)
     if info is None:
-        from pytest_llmeff.measure.machine import GPU_UNREADABLE, gpu_line
-        from pytest_llmeff.measure.machine import machine_info as gather
-
         info = config.hook.pytest_llmeff_generate_machine_info(config=config)
         if info is None:
             info = gather()
@@ -79,25 +90,16 @@ def storage_for(session: LlmeffSession, machine: Optional[dict]):
 def start_session(config) -> LlmeffSession:
     """Resolve and check every option, load the baseline, join the lockstep pair. Raises ``LlmeffUsageError``
     (one line) for anything the user must change; nothing has run yet then."""
-    from pytest_llmeff.metrics import register_metric
-    from pytest_llmeff.report.outputs import check_destinations
-
     options = resolve(config)
     launch = _launch(config, options)
     if launch is not None:
-        from pytest_llmeff.scale.ranks import quiet_options
-
         options = quiet_options(options, launch)  # rank 0 alone writes
     worker = is_worker(config)
     if options.energy in ("rapl", "nvml") and not worker:
-        from pytest_llmeff.measure.meters import check_backend
-
         problem = check_backend(options.energy, options.powercap_root)
         if problem:
             raise UsageProblem(problem)
     if options.country_explicit:
-        from pytest_llmeff.measure.carbon import intensity_g_per_kwh
-
         intensity_g_per_kwh(options.country_iso_code)  # raises UnknownCountry
     for specs in config.hook.pytest_llmeff_metric_specs(config=config):
         for spec in specs or []:
@@ -128,12 +130,8 @@ def start_session(config) -> LlmeffSession:
             check_name(options.save)
         session.baseline = Baseline.from_options(options, storage_for(session, machine_info(config)))
     if launch is not None:
-        from pytest_llmeff.scale.ranks import start
-
         start(session, launch)  # pins this rank's GPU, joins the process group, shares the meters
     if options.shard is not None:
-        from pytest_llmeff.scale.shard_session import load_costs
-
         session.shard_previous = load_costs(options, rootdir)
     if options.interleave is not None:
         try:
@@ -148,9 +146,6 @@ def start_session(config) -> LlmeffSession:
 def open_events(session: LlmeffSession, config) -> None:
     """Open the session's event stream: the live progress lines (not on xdist workers) and the JSON lines file
     of ``--llmeff-log-json`` (emptied by the session's first process, appended to by pytest-xdist workers)."""
-    from pytest_llmeff import events
-    from pytest_llmeff.report.progress import ProgressLines
-
     worker = is_worker(config)
     listeners: list = [] if worker else [ProgressLines(session.progress, verbose=config.get_verbosity() > 0)]
     path = session.options.log_json
@@ -170,8 +165,6 @@ def open_events(session: LlmeffSession, config) -> None:
 
 def close_events(session: LlmeffSession) -> None:
     """The last event (``session_end``) and the log closed; a log file that failed to write says so once."""
-    from pytest_llmeff import events
-
     log = session.events
     if log is None:
         return
@@ -192,8 +185,6 @@ def _launch(config, options):
     a launch combined with pytest-xdist or a lockstep pair."""
     import os
 
-    from pytest_llmeff.scale.launcher import detect
-
     launch = detect(os.environ)
     if launch is None:
         if options.parallel == "tensor":
@@ -201,7 +192,6 @@ def _launch(config, options):
                                "is a single process (WORLD_SIZE is not set, or 1); start it with torchrun "
                                "--nproc-per-node N -m pytest ... (N >= 2) or accelerate launch")
         return None
-    from pytest_llmeff.scale.ranks import check
 
     check(config, launch)
     if options.ab or options.interleave:
@@ -216,9 +206,6 @@ def _start_ab(config, options, rootdir: Path):
     pair. Returns ``(AbRun, options)``."""
     import dataclasses
 
-    from pytest_llmeff.lockstep import ab
-    from pytest_llmeff.spec.options import LLMEFF_DIR
-
     if config.getoption("numprocesses", None):
         raise UsageProblem(f"--llmeff-ab={options.ab} takes turns between two single processes; run it without "
                            "pytest-xdist's -n")
@@ -232,8 +219,6 @@ def _start_ab(config, options, rootdir: Path):
 
 def _join_pair(config, session: LlmeffSession):
     """Join the lockstep pair (blocks the candidate until the baseline's first round is done)."""
-    from pytest_llmeff.lockstep.turnstile import Turnstile
-
     if is_worker(config) or config.getoption("numprocesses", None):
         raise UsageProblem("--llmeff-interleave takes turns between two single processes; run it without "
                            "pytest-xdist's -n")
@@ -276,8 +261,6 @@ def build_run(session: LlmeffSession, config):
     """The session's ``Run``: what finished, and how the session ended."""
     from datetime import datetime
 
-    from pytest_llmeff.measure.machine import commit_info, versions
-    from pytest_llmeff.bench.record import run_time_s
     from pytest_llmeff.results.schema import CommitInfo, MachineInfo, Run
 
     t = session.turnstile
@@ -299,8 +282,6 @@ def build_run(session: LlmeffSession, config):
 def finish_session(session: LlmeffSession, config) -> None:
     """Build the run and write everything the options ask for into ``session.outputs`` (never raises for a
     file that cannot be written: the problem is one line there)."""
-    from pytest_llmeff.report.outputs import Outputs, write_outputs
-
     ab_lines, ab_problems = session.ab.finish(hurry=not session.ending.complete) if session.ab else ([], [])
     try:
         run = build_run(session, config)

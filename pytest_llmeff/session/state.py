@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pytest_llmeff.gate.baseline import Baseline
-from pytest_llmeff.spec.options import LlmeffConfig
+from pytest_llmeff.config.options import LlmeffConfig
 from pytest_llmeff.measure.meter_set import MeterSet
 
 if TYPE_CHECKING:  # pydantic models load only when a benchmark is recorded

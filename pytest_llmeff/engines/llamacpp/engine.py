@@ -22,9 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from pytest_llmeff.engines.hf_source import eos_ids_of, hf_config, hf_tokenizer
 from pytest_llmeff.engines.native import ConfigHolder, EngineLoaded
+from pytest_llmeff.engines.sources import gguf as gguf_cache
+from pytest_llmeff.engines.sources import integrity
+from pytest_llmeff.engines.sources.builtin import smollm2_gguf
+from pytest_llmeff.engines.sources.gguf_header import file_type
 from pytest_llmeff.errors import ModelSourceError, VariantUnsupported
-from pytest_llmeff.spec.engine_catalog import spec
+from pytest_llmeff.config.engine_catalog import spec
 
 SPEC = spec("llama.cpp")
 
@@ -48,8 +53,6 @@ def gguf_path(variant) -> Path:
     if source == "gguf":
         return Path(os.path.expanduser(variant.model))
     if source == "alias" and variant.model == "smollm2-135m":
-        from pytest_llmeff.engines.sources.builtin import smollm2_gguf
-
         return smollm2_gguf()
     raise ModelSourceError(f"engine='llama.cpp' reads GGUF files; model={variant.model!r} ({source}) has none: give "
                            "a .gguf file or an alias that ships one (smollm2-135m)")
@@ -67,10 +70,6 @@ def check(variant) -> None:
 def tokenizer_and_config(gguf: Path, cache_root: Path, trust_remote_code: bool):
     """The Hugging Face tokenizer and config of ``gguf``: from its safetensors cache entry when one exists (the
     transformers engine's), else read from the GGUF by transformers."""
-    from pytest_llmeff.engines.sources import gguf as gguf_cache
-    from pytest_llmeff.engines.sources import integrity
-    from pytest_llmeff.engines.hf_source import hf_config, hf_tokenizer
-
     entry = gguf_cache.cache_dir_for(gguf, cache_root)
     if gguf_cache.is_complete(entry) and integrity.damage(entry) is None:
         return hf_tokenizer(entry, trust_remote_code), hf_config(entry, trust_remote_code), entry
@@ -255,7 +254,6 @@ def load(variant, cache_root: Path, progress, threads: int) -> LlamaLoaded:
     path = gguf_path(variant)
     if not path.is_file():
         raise ModelSourceError(f"{path}: no such .gguf file")
-    from pytest_llmeff.engines.sources.gguf_header import file_type
 
     ftype = file_type(path)
     if ftype is None:
@@ -268,7 +266,6 @@ def load(variant, cache_root: Path, progress, threads: int) -> LlamaLoaded:
     start = time.perf_counter()
     native = _Native(lib, path, threads)
     load_s = time.perf_counter() - start
-    from pytest_llmeff.engines.hf_source import eos_ids_of
 
     eos = eos_ids_of(entry if entry is not None else path.with_suffix(".no-dir"), config, tokenizer)
     return LlamaLoaded(model=ConfigHolder(config=config, engine=native), tokenizer=tokenizer, variant=variant,
@@ -280,14 +277,10 @@ def weight_type_for_id(model: str) -> Optional[str]:
     """The GGUF weight type of a marker's ``model`` for the test id (None when it has no readable GGUF)."""
     import os
 
-    from pytest_llmeff.engines.sources.gguf_header import file_type
-
     if model.endswith(".gguf"):
         return file_type(Path(os.path.expanduser(model)))
     if model == "smollm2-135m":
         try:
-            from pytest_llmeff.engines.sources.builtin import smollm2_gguf
-
             return file_type(smollm2_gguf())
         except ModelSourceError:
             return None

@@ -32,7 +32,7 @@ from pytest_llmeff.engines.sources import convert_cache
 from pytest_llmeff.engines.hf_source import eos_ids_of, hf_config, hf_tokenizer, source_dir
 from pytest_llmeff.engines.native import ConfigHolder, EngineLoaded
 from pytest_llmeff.errors import ModelSourceError, VariantUnsupported
-from pytest_llmeff.spec.engine_catalog import spec
+from pytest_llmeff.config.engine_catalog import spec
 
 SPEC = spec("onnxruntime-genai")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pytest_llmeff.engines.sources import integrity
+from pytest_llmeff.engines.sources.gguf import ensure_writable_dir
 from pytest_llmeff.errors import ModelSourceError
 from pytest_llmeff.files import sha256_file
 
@@ -75,7 +76,6 @@ def converted(source: Path, cache_root: Path, short: str, settings: dict, build:
     target = entry_for(source, cache_root, short, settings)
     if integrity.ensure_usable(target, cache_root, progress, required=required):
         return target, None
-    from pytest_llmeff.engines.sources.gguf import ensure_writable_dir
 
     ensure_writable_dir(target.parent)
     if progress:

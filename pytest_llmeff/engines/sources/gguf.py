@@ -7,8 +7,6 @@ config, and save that with its tokenizer. Later sessions load the safetensors co
 
 from __future__ import annotations
 
-from pytest_llmeff.errors import ModelSourceError  # noqa: F401  (its old home; defined in errors.py)
-
 import json
 import os
 import shutil
@@ -17,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from pytest_llmeff.engines.sources import integrity
+from pytest_llmeff import events
+from pytest_llmeff.engines.sources import integrity, memory_fit
+from pytest_llmeff.errors import ModelSourceError  # noqa: F401  (its old home; defined in errors.py)
 from pytest_llmeff.files import sha256_file
 
 CACHE_FORMAT = 1
@@ -58,7 +58,6 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
     if integrity.ensure_usable(target, cache_root, progress, required=(_MARKER_FILE, "config.json")):
         return target, None
     ensure_writable_dir(target.parent)
-    from pytest_llmeff.engines.sources import memory_fit
 
     memory_fit.check_conversion_fits(gguf_path)
     rebuilding = integrity.rebuilt_in_this_process(target)
@@ -73,8 +72,6 @@ def convert(gguf_path: Path, cache_root: Path, progress: Optional[Callable[[str]
 
 
 def _convert(gguf_path: Path, target: Path, progress) -> tuple[Path, float]:
-    from pytest_llmeff import events
-
     events.emit("convert", source=str(gguf_path), target=str(target), done=False)
     if progress:
         progress(f"converting {gguf_path.name} to a safetensors cache (one-time, ~20 s for 135M params)...")

@@ -22,6 +22,7 @@ from typing import Optional
 
 from pytest_llmeff.errors import ModelSourceError, VariantTooLarge
 from pytest_llmeff.measure.oom import human_bytes
+from pytest_llmeff.config.variants import load_id
 
 ENV_AVAILABLE = "LLMEFF_MEM_AVAILABLE_BYTES"
 
@@ -208,7 +209,6 @@ def check_fits(variant, directory: Path, device: str) -> Optional[Estimate]:
     available, source = available_bytes()
     if available is None or est.bytes <= available:
         return est
-    from pytest_llmeff.spec.variants import load_id
 
     name = load_id(variant.model, variant.precision, variant.quantization)
     raise VariantTooLarge(

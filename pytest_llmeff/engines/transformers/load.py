@@ -12,14 +12,21 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from pytest_llmeff.engines.base import Capabilities, LoadedEngine
-from pytest_llmeff.engines.sources import builtin, integrity, memory_fit
-from pytest_llmeff.engines.transformers.footprint import weights_bytes
 from pytest_llmeff.engines.generation import Generation, count_real_tokens  # noqa: F401
+from pytest_llmeff.engines.sources import builtin, integrity, memory_fit
 from pytest_llmeff.engines.sources.gguf import ModelSourceError, convert
-from pytest_llmeff.engines.transformers.quant import (VariantUnsupported, after_load, check_supported, from_pretrained_kwargs,
-                                          quiet_generation, torch_dtype_name)
+from pytest_llmeff.engines.transformers.footprint import weights_bytes
+from pytest_llmeff.engines.transformers.quant import (
+    VariantUnsupported,
+    after_load,
+    check_supported,
+    from_pretrained_kwargs,
+    quiet_generation,
+    torch_dtype_name,
+)
+from pytest_llmeff.measure.device_set import model_devices
 from pytest_llmeff.measure.oom import translate_oom
-from pytest_llmeff.spec.variants import Variant, load_id
+from pytest_llmeff.config.variants import Variant, load_id
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -245,7 +252,5 @@ def _load_from(path: Path, variant: Variant, device: str, converted_s: Optional[
     loaded.eos_ids = _eos_ids(model, tokenizer)
     loaded.tensor_parallel = tensor_parallel
     if variant.device_map:
-        from pytest_llmeff.measure.device_set import model_devices
-
         loaded.devices = model_devices(model)
     return loaded

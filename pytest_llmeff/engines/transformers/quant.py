@@ -11,7 +11,7 @@ import logging
 import warnings
 from typing import Any, Iterator, Optional
 
-from pytest_llmeff.spec.variants import Variant
+from pytest_llmeff.config.variants import Variant
 
 FP8_MIN_CAPABILITY = (8, 9)
 BF16_MIN_CAPABILITY = (8, 0)

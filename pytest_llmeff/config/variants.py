@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from pytest_llmeff.spec.aliases import ALIASES
-from pytest_llmeff.spec.engine_catalog import DEFAULT_ENGINE, id_part, is_default
-from pytest_llmeff.spec.precision import PRECISION_SHORT, PRECISIONS  # noqa: F401  (PRECISIONS: re-exported)
-from pytest_llmeff.spec.quantization import QuantSpec
+from pytest_llmeff.config.aliases import ALIASES
+from pytest_llmeff.config.engine_catalog import DEFAULT_ENGINE, id_part, is_default
+from pytest_llmeff.config.precision import PRECISION_SHORT, PRECISIONS  # noqa: F401  (PRECISIONS: re-exported)
+from pytest_llmeff.config.quantization import QuantSpec
 
 MARKER_NAME = "llm_efficiency"
 

@@ -29,9 +29,9 @@ class EngineSpec:
     import_name / distribution: the Python package it needs (import name, and the name pip installs); None when
         the plugin's own dependencies cover it.
     extra: the pytest-llmeff extra that installs the package (``pip install 'pytest-llmeff[<extra>]'``).
-    precisions: the marker precisions it can run at all (None: every one ``spec/precision.py`` names); its
+    precisions: the marker precisions it can run at all (None: every one ``config/precision.py`` names); its
         loader may still refuse one on some device, with the reason.
-    quantizations: the quantization methods (``spec/quantization.METHODS``) it can run at all.
+    quantizations: the quantization methods (``config/quantization.METHODS``) it can run at all.
     tensor_parallel: it can split one model over the ranks of a launch (``--llmeff-parallel=tensor``).
     named_by_weight_type: a run in its default precision is named by the weights' own type, read from the model
         file at collection (a GGUF's ``q4_1``): in the id and in the reports' precision cell.

@@ -6,20 +6,32 @@ precedence is CLI > ini > default. For rounds/warmup the order is CLI > marker >
 
 from __future__ import annotations
 
-from pytest_llmeff.errors import UsageProblem  # noqa: F401  (its old home; defined in errors.py)
-
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from dataclasses import dataclass
-
-from pytest_llmeff.defaults import (DEFAULT_ALPHA, DEFAULT_COUNTRY_ISO3, DEFAULT_POWERCAP_ROOT,  # noqa: F401
-                                    DEFAULT_RESULTS_DIR, DEFAULT_STORAGE, LLMEFF_DIR)
-from pytest_llmeff.spec.shard_spec import ShardSpec, parse_shard
-from pytest_llmeff.stats.stop_rule import (DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, DEFAULT_MIN_ROUNDS,
-                                     DEFAULT_PRECISION_METRICS, DEFAULT_TARGET_CI_PCT, StopRule)
+from pytest_llmeff.defaults import (  # noqa: F401
+    DEFAULT_ALPHA,
+    DEFAULT_COUNTRY_ISO3,
+    DEFAULT_POWERCAP_ROOT,
+    DEFAULT_RESULTS_DIR,
+    DEFAULT_STORAGE,
+    LLMEFF_DIR,
+)
+from pytest_llmeff.errors import UsageProblem  # noqa: F401  (its old home; defined in errors.py)
+from pytest_llmeff.metrics import BUILTIN_METRICS
+from pytest_llmeff.config.objectives import parse_objectives, parse_weights
+from pytest_llmeff.config.shard_spec import ShardSpec, parse_shard
+from pytest_llmeff.stats.stop_rule import (
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_MAX_TIME_S,
+    DEFAULT_MIN_ROUNDS,
+    DEFAULT_PRECISION_METRICS,
+    DEFAULT_TARGET_CI_PCT,
+    StopRule,
+)
 
 DEFAULT_ROUNDS = 5  # rounds of tools that time a fixed count (benchmarks/overhead.py, gate_quality.py)
 DEFAULT_WARMUP = 1
@@ -300,7 +312,6 @@ def metric_names(name: str, raw: Any, sampled_only: bool) -> Optional[tuple[str,
     """A comma-separated list of built-in metric names (``sampled_only``: per-round or per-token metrics)."""
     if raw is None or raw == "":
         return None
-    from pytest_llmeff.metrics import BUILTIN_METRICS
 
     allowed = [m.name for m in BUILTIN_METRICS if not sampled_only or m.sampling != "once"]
     names = tuple(n.strip() for n in str(raw).split(","))
@@ -440,8 +451,6 @@ def resolve(pytest_config) -> LlmeffConfig:
     paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
     html, pareto, weights = text("llmeff_html"), text("llmeff_pareto"), text("llmeff_score_weights")
     if pareto or weights:
-        from pytest_llmeff.spec.objectives import parse_objectives, parse_weights
-
         pareto = parse_objectives(pareto) if pareto else None
         weights = tuple(parse_weights(weights).items()) if weights else None
     if html:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from pytest_llmeff.spec.precision import COMPUTE_DTYPES, PRECISION_SHORT
+from pytest_llmeff.config.precision import COMPUTE_DTYPES, PRECISION_SHORT
 
 METHODS: tuple[str, ...] = ("int8", "nf4", "fp4", "dynamic-int8", "int4")
 KNOBS: dict[str, tuple[str, ...]] = {
