@@ -1,0 +1,1 @@
+"""Instruments, floor 4: timing, memory, energy meters, FLOPs, contention, quality drift, machine info."""

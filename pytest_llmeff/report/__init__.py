@@ -1,0 +1,1 @@
+"""What users read, floor 8: the terminal table, markdown, CSV, JSON exports, HTML, figures, the analysis."""

@@ -1,0 +1,1 @@
+"""What a run is, floor 3: the pydantic schema, the run-file reader and writer, storage, merge, history."""

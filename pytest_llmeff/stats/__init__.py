@@ -1,0 +1,1 @@
+"""Pure statistics, floor 1: median intervals, percentiles, the stop rule."""

@@ -1,0 +1,1 @@
+"""The ctranslate2 engine (see ``engine.py`` or ``load.py``)."""

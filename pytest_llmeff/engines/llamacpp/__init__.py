@@ -1,0 +1,1 @@
+"""The llamacpp engine (see ``engine.py`` or ``load.py``)."""

@@ -1,0 +1,1 @@
+"""The onnxruntime_genai engine (see ``engine.py`` or ``load.py``)."""
