@@ -127,9 +127,9 @@ def session(model, args, after_round=None) -> dict[str, list[float]]:
     """One benchmark session: the runner's protocol with the given rounds and warm-up; raw samples by metric."""
     from pytest_llmeff.bench import runner
 
-    measured = runner.run(model, [PROMPT], batch_size=args.batch_size, max_new_tokens=args.new_tokens,
-                          rounds=args.rounds, warmup=args.warmup, meter=None, count_flops=False,
-                          after_round=after_round)
+    spec = runner.RunSpec((PROMPT,), batch_size=args.batch_size, max_new_tokens=args.new_tokens, rounds=args.rounds,
+                          warmup=args.warmup, count_flops=False)
+    measured = runner.run(model, spec, None, hooks=runner.RoundHooks(after_round=after_round))
     return measured.samples
 
 

@@ -58,8 +58,9 @@ def main() -> int:
         return total / seconds
 
     def plugin() -> float:
-        measured = runner.run(loaded, batch, batch_size=args.batch, max_new_tokens=args.new_tokens,
-                              rounds=args.rounds, warmup=0, meter=meter, count_flops=False)
+        spec = runner.RunSpec(batch, batch_size=args.batch, max_new_tokens=args.new_tokens, rounds=args.rounds,
+                              warmup=0, count_flops=False)
+        measured = runner.run(loaded, spec, meter)
         lat = measured.samples["latency_s"]
         return measured.tokens_generated * len(lat) / sum(lat)
 

@@ -82,3 +82,14 @@ class LoadOutOfMemory(OutOfMemory, ModelSourceError):
 
 class VariantTooLarge(VariantUnsupported, OutOfMemory):
     """Estimated before loading: the variant's weights exceed the memory available (a skip with the figures)."""
+
+
+# --- usage errors of the results floor (appended; their old homes re-export them) ------------------------------
+class HistoryError(LlmeffUsageError):
+    """``llmeff history`` cannot show a history: nothing stored, an unknown benchmark or metric, or the library
+    missing; old home ``results.history``."""
+
+
+class MergeRefused(LlmeffUsageError):
+    """The runs given to ``llmeff merge`` cannot be merged into one (one line saying which files and why); old
+    home ``results.merge``."""

@@ -92,7 +92,7 @@ def test_a_device_map_models_record_keeps_each_gpus_peak(tiny_model, monkeypatch
 
     monkeypatch.setattr(runner, "PeakMemory", TwoGpuPeak)
     spread = dataclasses.replace(tiny_model, devices=("cuda:0", "cuda:1"))
-    measured = runner.run(spread, ["hello there"], batch_size=1, max_new_tokens=2, rounds=3, warmup=0, meter=None,
-                          count_flops=False)
+    spec = runner.RunSpec(("hello there",), batch_size=1, max_new_tokens=2, rounds=3, warmup=0, count_flops=False)
+    measured = runner.run(spread, spec, None)
     assert measured.peak_mem_devices == {"cuda:0": 1002, "cuda:1": 500}
     assert measured.samples["peak_mem_bytes"] == [1500, 1500, 1500]

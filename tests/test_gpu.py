@@ -25,8 +25,9 @@ def test_cuda_event_step_times_close_on_the_wall_latency(cuda_tiny):
     from pytest_llmeff.bench import runner
 
     steps, rounds = 24, 6
-    measured = runner.run(cuda_tiny, ["hello there", "a longer prompt for the batch"], batch_size=2,
-                          max_new_tokens=steps, rounds=rounds, warmup=2, meter=None, count_flops=False)
+    spec = runner.RunSpec(("hello there", "a longer prompt for the batch"), batch_size=2, max_new_tokens=steps,
+                          rounds=rounds, warmup=2, count_flops=False)
+    measured = runner.run(cuda_tiny, spec, None)
     itl, ttft, latency = (measured.samples[k] for k in ("itl_s", "ttft_s", "latency_s"))
     assert len(itl) == rounds * (steps - 1)
     closures = []
@@ -60,8 +61,8 @@ def test_mfu_uses_the_cards_exact_peak(cuda_tiny):
     peak = bench.known_peak_tflops(cuda_tiny)
     name = torch.cuda.get_device_name(0)
     print(f"device {name!r}: peak {peak} TFLOP/s for float32")
-    measured = runner.run(cuda_tiny, ["hello there"], batch_size=1, max_new_tokens=8, rounds=6, warmup=1,
-                          meter=None, peak_tflops=peak)
+    spec = runner.RunSpec(("hello there",), batch_size=1, max_new_tokens=8, rounds=6, warmup=1, peak_tflops=peak)
+    measured = runner.run(cuda_tiny, spec, None)
     assert measured.samples["flops_counted"][0] > 0
     if peak is None:
         assert "mfu" not in measured.samples

@@ -203,8 +203,8 @@ def test_short_windows_are_repeated_until_the_meter_can_resolve_them(tiny_model)
     meter = _SlowMeter()
     assert isinstance(meter, Meter)
     meter.resolution_s = 3 * statistics.median(one)  # one generate is a third of what the meter resolves
-    measured = runner.run(tiny_model, ["hello there"], batch_size=1, max_new_tokens=3, rounds=3, warmup=1,
-                          meter=meter, count_flops=False, energy_ctx=runner.EnergyContext(country_iso3="USA"))
+    spec = runner.RunSpec(("hello there",), batch_size=1, max_new_tokens=3, rounds=3, warmup=1, count_flops=False)
+    measured = runner.run(tiny_model, spec, meter, energy_ctx=runner.EnergyContext(country_iso3="USA"))
     assert measured.energy_repeats >= 2
     assert any(f"energy measured over {measured.energy_repeats} generates per window" in w
                for w in measured.warnings)

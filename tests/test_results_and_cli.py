@@ -206,3 +206,13 @@ def test_the_readme_documents_every_option_and_its_ini_twin():
                     if any(cell.startswith(f"`{opt}{end}") for end in ("`", "=", "["))), None)
         assert row is not None, f"{opt} has no row in the README's options table"
         assert f"`{ini}`" in row or f"`{ini} " in row, f"{opt}: its ini twin {ini} is not in its README row"
+
+
+def test_the_results_floors_errors_live_in_the_error_family_and_keep_their_old_homes():
+    from pytest_llmeff import errors
+    from pytest_llmeff.results import history, merge
+
+    assert history.HistoryError is errors.HistoryError and merge.MergeRefused is errors.MergeRefused
+    for cls in (errors.HistoryError, errors.MergeRefused):
+        assert cls.__module__ == "pytest_llmeff.errors"
+        assert issubclass(cls, errors.LlmeffUsageError) and issubclass(cls, ValueError)  # the CLI: one line, exit 2

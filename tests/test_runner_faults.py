@@ -28,8 +28,9 @@ def _tokens(model, prompt: str) -> int:
 
 
 def _run(model, prompts, max_new_tokens, batch_size=1):
-    return runner.run(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, rounds=1, warmup=0,
-                      meter=None, count_flops=False)
+    spec = runner.RunSpec(prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, rounds=1, warmup=0,
+                          count_flops=False)
+    return runner.run(model, spec, None)
 
 
 def test_a_10k_token_prompt_on_a_512_token_model_is_a_warning_with_the_numbers(tiny_model):
@@ -136,9 +137,10 @@ def test_lockstep_callbacks_pass_the_turn_after_the_warm_up_and_after_each_round
 
     tiny_model.generate_ids = logged
     try:
-        runner.run(tiny_model, ["hello world"], batch_size=1, max_new_tokens=2, rounds=3, warmup=2, meter=None,
-                   count_flops=False, before_rounds=lambda: calls.append("turn"),
-                   after_round=lambda samples, n, elapsed, reason: calls.append("turn") or reason)
+        spec = runner.RunSpec(("hello world",), batch_size=1, max_new_tokens=2, rounds=3, warmup=2, count_flops=False)
+        hooks = runner.RoundHooks(before_rounds=lambda: calls.append("turn"),
+                                  after_round=lambda samples, n, elapsed, reason: calls.append("turn") or reason)
+        runner.run(tiny_model, spec, None, hooks=hooks)
     finally:
         tiny_model.generate_ids = original
     # the warm-up, the turn, three timed rounds each followed by the turn; an untimed generate may follow (the

@@ -60,7 +60,7 @@ def test_tokens_after_eos_are_not_counted(tiny_model):
 
 
 def test_fixed_length_protocol_counts_batch_times_new_tokens(tiny_model):
-    measured = runner.run(tiny_model, PROMPTS, batch_size=5, max_new_tokens=7, rounds=2, warmup=0, meter=None)
+    measured = runner.run(tiny_model, runner.RunSpec(PROMPTS, batch_size=5, max_new_tokens=7, rounds=2), None)
     assert measured.tokens_generated == 5 * 7
     assert measured.steps == 7
     assert len(measured.samples["latency_s"]) == 2
@@ -99,8 +99,8 @@ def test_ttft_matches_an_independent_one_token_generate(prefill_heavy_model):
     m.generate_ids(inputs, 1)  # warm-up
     ttfts, latencies, one_token = [], [], []
     for _ in range(11):  # alternate the two measurements so that machine noise hits both alike
-        measured = runner.run(m, prompts, batch_size=4, max_new_tokens=6, rounds=1, warmup=0, meter=None,
-                              count_flops=False)
+        spec = runner.RunSpec(prompts, batch_size=4, max_new_tokens=6, rounds=1, warmup=0, count_flops=False)
+        measured = runner.run(m, spec, None)
         ttfts += measured.samples["ttft_s"]
         latencies += measured.samples["latency_s"]
         t0 = time.perf_counter()

@@ -118,14 +118,13 @@ def measure(session, loaded, plan_: Plan, custom_metrics: Optional[Callable[...,
                                idle_requested=options.idle_s > 0)
     pairing = _pairing(session, variant, plan_, where) if session.turnstile is not None else None
     with translate_oom(variant, loaded.device, variant.batch_size):
-        measured = runner.run(loaded, list(plan_.prompts), batch_size=variant.batch_size,
+        spec = runner.RunSpec(prompts=tuple(plan_.prompts), batch_size=variant.batch_size,
                               max_new_tokens=plan_.max_new_tokens, stop=plan_.rule, warmup=plan_.warmup,
-                              meter=meter, energy_ctx=ctx,
-                              peak_tflops=options.peak_tflops or known_peak_tflops(loaded),
-                              after_round=pairing.after_round if pairing is not None else None,
-                              before_rounds=pairing.before_rounds if pairing is not None else None,
-                              agree=getattr(session, "agree", None),
-                              flops_cache=session.flops_cache)
+                              peak_tflops=options.peak_tflops or known_peak_tflops(loaded))
+        hooks = runner.RoundHooks(after_round=pairing.after_round if pairing is not None else None,
+                                  before_rounds=pairing.before_rounds if pairing is not None else None,
+                                  agree=getattr(session, "agree", None))
+        measured = runner.run(loaded, spec, meter, energy_ctx=ctx, hooks=hooks, flops_cache=session.flops_cache)
     measured.warnings.extend(w for w in (cpu_governor_warning(), gpu_sharing_warning(meter)) if w)
     if pairing is not None and pairing.decider is not None and measured.stop_reason is not None:
         measured.paired_target_rel = pairing.decider.target_rel

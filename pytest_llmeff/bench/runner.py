@@ -157,70 +157,104 @@ def _co2(energy_j: Optional[float], ctx: EnergyContext) -> Optional[float]:
     return co2_g(energy_j, ctx.country_iso3)
 
 
-def run(loaded, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int, warmup: int,
-        meter: Optional[Meter], rounds: Optional[int] = None, stop: Optional[StopRule] = None,
-        count_flops: bool = True, energy_ctx: Optional[EnergyContext] = None,
-        peak_tflops: Optional[float] = None, after_round: Optional[Callable[..., Optional[str]]] = None,
-        flops_cache: Optional[dict] = None, before_rounds: Optional[Callable[[], None]] = None,
-        agree: Optional[Callable[[Any], Any]] = None) -> Measured:
-    """Run the protocol on ``loaded`` (a ``LoadedModel``) and return the raw samples.
+@dataclass(frozen=True)
+class RunSpec:
+    """What one protocol run does: the workload and how many rounds, independent of the model and the meter."""
 
-    ``stop``: the stop rule; without one, exactly ``rounds`` rounds. ``after_round(samples, rounds_done,
-    elapsed_s, reason)``: called after each timed round and the stop rule's decision (``reason``), outside the
-    timing; it returns the reason to follow (lockstep A/B passes the turn there and follows the pair's decision,
-    ``paired_stop.py``). ``before_rounds``: called once after the
-    warm-up, before the first timed round (lockstep passes the turn there too, so that every timed round, the
-    first included, starts right after the partner's work: measured here, a first round that followed its own
-    warm-up directly ran 25% faster than the rest, a -0.19 log-ratio outlier in every pair's first round).
-    ``agree``: under tensor parallelism, turns this rank's decision into rank 0's (every rank must make the same
-    generate calls): the stop rule's reason after each round and the energy re-measure's plan. ``flops_cache``: the session's counted FLOPs
-    by (model, batch, prompt length, steps), read and filled here.
-    """
-    if stop is None:
-        if rounds is None:
+    prompts: tuple[str, ...]  # the prompt texts, cycled in order to fill the batch
+    batch_size: int  # prompts per generate() call (sequences)
+    max_new_tokens: int  # tokens generated per sequence in each call (EOS suppressed: exactly this many)
+    warmup: int = 0  # untimed generate() calls before the first timed round
+    rounds: Optional[int] = None  # exactly this many timed rounds, when ``stop`` is None
+    stop: Optional[StopRule] = None  # the stop rule; None: ``rounds`` fixed rounds
+    count_flops: bool = True  # run the untimed FLOP-counting pass (and the analytic count next to it)
+    peak_tflops: Optional[float] = None  # the device's peak in TFLOP/s, for ``mfu``; None: no mfu
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+    def rule(self) -> StopRule:
+        """The stop rule to follow: ``stop``, else exactly ``rounds`` rounds (ValueError without either)."""
+        if self.stop is not None:
+            return self.stop
+        if self.rounds is None:
             raise ValueError("give rounds= or stop=")
-        stop = StopRule(fixed_rounds=rounds)
+        return StopRule(fixed_rounds=self.rounds)
+
+
+@dataclass(frozen=True)
+class RoundHooks:
+    """Callbacks into the timed loop, for a partner process or other ranks; each is called outside the timing.
+
+    ``before_rounds()``: called once after the warm-up, before the first timed round (lockstep passes the turn
+    there too, so that every timed round, the first included, starts right after the partner's work: measured
+    here, a first round that followed its own warm-up directly ran 25% faster than the rest, a -0.19 log-ratio
+    outlier in every pair's first round).
+    ``after_round(samples, rounds_done, elapsed_s, reason)``: called after each timed round and the stop rule's
+    decision (``reason``, None to go on); it returns the reason to follow (lockstep A/B passes the turn there
+    and follows the pair's decision, ``paired_stop.py``).
+    ``agree(value)``: under tensor parallelism, turns this rank's decision into rank 0's (every rank must make
+    the same generate calls): the stop rule's reason after each round and the energy re-measure's plan.
+    """
+
+    before_rounds: Optional[Callable[[], None]] = None
+    after_round: Optional[Callable[..., Optional[str]]] = None
+    agree: Optional[Callable[[Any], Any]] = None
+
+
+NO_HOOKS = RoundHooks()
+
+
+def run(loaded, spec: RunSpec, meter: Optional[Meter], *, energy_ctx: Optional[EnergyContext] = None,
+        hooks: RoundHooks = NO_HOOKS, flops_cache: Optional[dict] = None) -> Measured:
+    """Run the protocol of ``spec`` on ``loaded`` (a ``LoadedModel``) and return the raw samples.
+
+    ``meter``: the energy meter (None: no energy). ``energy_ctx``: the grid for CO2 and the idle power to
+    subtract. ``hooks``: the callbacks into the timed loop (``RoundHooks``). ``flops_cache``: the session's
+    counted FLOPs by (model, batch, prompt length, steps), read and filled here.
+    """
+    stop = spec.rule()
     ctx = energy_ctx or EnergyContext()
-    batch = make_batch(list(prompts), batch_size)
+    batch = make_batch(list(spec.prompts), spec.batch_size)
     inputs = loaded.encode(batch)
-    device = loaded.device
     measured = Measured()
-    too_long = context_warning(int(inputs["input_ids"].shape[1]), max_new_tokens, context_length(loaded))
+    too_long = context_warning(int(inputs["input_ids"].shape[1]), spec.max_new_tokens, context_length(loaded))
     if too_long:  # a warning, not an error: RoPE models run past it (e.g. to probe long-context behaviour)
         measured.warnings.append(too_long)
 
     def generate():
-        return loaded.generate_ids(inputs, max_new_tokens, fixed_length=True)
+        return loaded.generate_ids(inputs, spec.max_new_tokens, fixed_length=True)
 
-    events.emit("benchmark_start", batch_size=batch_size, max_new_tokens=max_new_tokens, warmup=warmup,
-                fixed_rounds=stop.fixed_rounds, target_ci_rel=stop.target_ci_rel, max_time_s=stop.max_time_s,
-                min_rounds=stop.min_rounds, max_rounds=stop.max_rounds, precision_metrics=stop.metrics)
+    events.emit("benchmark_start", batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens,
+                warmup=spec.warmup, fixed_rounds=stop.fixed_rounds, target_ci_rel=stop.target_ci_rel,
+                max_time_s=stop.max_time_s, min_rounds=stop.min_rounds, max_rounds=stop.max_rounds,
+                precision_metrics=stop.metrics)
     phase_start = time.perf_counter()
-    for _ in range(warmup):
+    for _ in range(spec.warmup):
         generate()
     measured.time_s["warmup"] = time.perf_counter() - phase_start
-    if before_rounds is not None:
-        before_rounds()
+    if hooks.before_rounds is not None:
+        hooks.before_rounds()
 
-    latencies = _timed_rounds(measured, loaded, inputs, max_new_tokens, batch_size, meter, stop, after_round, agree)
+    latencies = _timed_rounds(measured, loaded, inputs, spec, stop, meter, hooks)
 
     if meter is not None:
         phase_start = time.perf_counter()
-        _energy_phase(measured, meter, measured.round_energy, latencies, generate, inputs, loaded, ctx,
-                      batch_size, agree)
+        _energy_phase(measured, meter, latencies, generate, inputs, loaded, ctx, spec.batch_size, hooks.agree)
         measured.time_s["energy_extra"] = time.perf_counter() - phase_start
 
-    if count_flops:
+    if spec.count_flops:
         phase_start = time.perf_counter()
-        _flops(measured, loaded, inputs, generate, batch_size, latencies, peak_tflops, flops_cache)
+        _flops(measured, loaded, inputs, generate, spec, latencies, flops_cache)
         measured.time_s["flops"] = time.perf_counter() - phase_start
     return measured
 
 
-def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch_size: int, meter: Optional[Meter],
-                  stop: StopRule, after_round, agree=None) -> list[float]:
+def _timed_rounds(measured: Measured, loaded, inputs, spec: RunSpec, stop: StopRule, meter: Optional[Meter],
+                  hooks: RoundHooks) -> list[float]:
     """Time rounds until ``stop`` says why to stop; fill ``measured`` and return the round latencies (s)."""
     device = loaded.device
+    max_new_tokens, batch_size = spec.max_new_tokens, spec.batch_size
     peak = PeakMemory(device, loaded.devices)
     measured.memory_method = peak.method
     probe = ContentionProbe()
@@ -267,10 +301,10 @@ def _timed_rounds(measured: Measured, loaded, inputs, max_new_tokens: int, batch
         measured.add("peak_mem_delta_bytes", delta_bytes)
         elapsed = time.perf_counter() - loop_start
         reason = stop.decide(measured.samples, len(latencies), elapsed)
-        if after_round is not None:  # lockstep: the turn passes, and the pair's decision is followed
-            reason = after_round(measured.samples, len(latencies), elapsed, reason)
-        if agree is not None:  # tensor parallel: rank 0's decision, so every rank makes the same generate calls
-            reason = agree(reason)
+        if hooks.after_round is not None:  # lockstep: the turn passes, and the pair's decision is followed
+            reason = hooks.after_round(measured.samples, len(latencies), elapsed, reason)
+        if hooks.agree is not None:  # tensor parallel: rank 0's decision, so every rank makes the same generate calls
+            reason = hooks.agree(reason)
         if events.active():
             events.emit("round", round=len(latencies), latency_s=latency, ttft_s=ttft,
                         throughput_tok_s=gen.tokens_total / latency,
@@ -313,10 +347,11 @@ def _round_fields(stop: StopRule, samples: dict, rounds: int, elapsed_s: float) 
             "max_time_s": stop.max_time_s, "fixed_rounds": stop.fixed_rounds}
 
 
-def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latencies: list[float],
-           peak_tflops: Optional[float], flops_cache: Optional[dict]) -> None:
+def _flops(measured: Measured, loaded, inputs, generate, spec: RunSpec, latencies: list[float],
+           flops_cache: Optional[dict]) -> None:
     """Counted FLOPs of one generate (from the session's cache when an equal shape was counted), the analytic
     count next to them, and the achieved rate per round."""
+    batch_size, peak_tflops = spec.batch_size, spec.peak_tflops
     variant = loaded.variant
     key = None
     if flops_cache is not None and variant is not None and measured.steps:
@@ -360,8 +395,10 @@ def _flops(measured: Measured, loaded, inputs, generate, batch_size: int, latenc
     measured.flops_note = why_not
 
 
-def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measurement], latencies: list[float],
-                  generate, inputs, loaded, ctx: EnergyContext, batch_size: int, agree=None) -> None:
+def _energy_phase(measured: Measured, meter: Meter, latencies: list[float], generate, inputs, loaded,
+                  ctx: EnergyContext, batch_size: int, agree=None) -> None:
+    """Energy per generate from the timed rounds' windows (or re-measured over repeated generates when one is
+    shorter than the meter resolves), per device, net of idle, and split into prefill and decode."""
     device = loaded.device
     real = _is_real(meter)
     median_latency = statistics.median(latencies)
@@ -370,7 +407,7 @@ def _energy_phase(measured: Measured, meter: Meter, round_energy: list[Measureme
     if agree is not None:  # tensor parallel: rank 0 (which reads the meter) decides; the others generate along
         agreed, remeasure = agree((repeats, remeasure))
         repeats = agreed if remeasure else repeats
-    windows = round_energy
+    windows = measured.round_energy
     if remeasure:
         # one generate is shorter than the meter can resolve: re-measure over repeated generates per window
         windows = [_energy_window(meter, generate, repeats, device) for _ in range(len(latencies))]

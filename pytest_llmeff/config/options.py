@@ -346,65 +346,102 @@ def default_cache_dir() -> Path:
     return Path(base) / "pytest-llmeff"
 
 
-def resolve(pytest_config) -> LlmeffConfig:
-    """Build the session's options from the CLI, the ini file and the environment. Raises UsageProblem."""
+class _Raw:
+    """The raw value of each option as the user gave it: the command line, then the ini file. An option given
+    but empty (a CI variable that expanded to nothing) is a UsageProblem, never a silent default."""
 
-    flags = {ini_name: opt for opt, ini_name, *_ in _OPTIONS}
+    def __init__(self, pytest_config) -> None:
+        self._config = pytest_config
+        self._flags = {ini_name: opt for opt, ini_name, *_ in _OPTIONS}
 
-    def cli(ini_name: str):
-        value = pytest_config.getoption(ini_name, None)
+    def cli(self, ini_name: str):
+        value = self._config.getoption(ini_name, None)
         if isinstance(value, str) and not value.strip():
             # a CI variable that expanded to nothing must not silently store or compare nothing
-            raise UsageProblem(f"{flags[ini_name]}={value!r} is empty; give a value or leave the option out")
+            raise UsageProblem(f"{self._flags[ini_name]}={value!r} is empty; give a value or leave the option out")
         return value
 
-    def ini(ini_name: str):
+    def ini(self, ini_name: str):
         try:
-            value = pytest_config.getini(ini_name)
-        except ValueError:
+            value = self._config.getini(ini_name)
+        except ValueError:  # not a registered ini name: no ini value
             return None
         if isinstance(value, str) and not value.strip():
             raise UsageProblem(f"{ini_name} (ini) is set but empty; give a value or remove the line")
         return value
 
-    def flag(ini_name: str) -> bool:
-        value = cli(ini_name)
+    def flag(self, ini_name: str) -> bool:
+        value = self.cli(ini_name)
         if value is None:
-            value = ini(ini_name)
+            value = self.ini(ini_name)
         return bool(value)
 
-    def text(ini_name: str) -> Optional[str]:
-        value = cli(ini_name)
+    def text(self, ini_name: str) -> Optional[str]:
+        value = self.cli(ini_name)
         if value is None:
-            value = ini(ini_name)
+            value = self.ini(ini_name)
         return value or None
 
-    if flag("llmeff_skip") and flag("llmeff_only"):
+
+def _user_path(raw: Optional[str]) -> Optional[Path]:
+    """``raw`` as a path with ``~`` expanded; None when not given."""
+    return Path(os.path.expanduser(raw)) if raw else None
+
+
+def _selection(raw: _Raw) -> dict[str, Any]:
+    """Which benchmarks run and how they load: --llmeff-skip / --llmeff-only (exclusive), the reordering, remote
+    code."""
+    if raw.flag("llmeff_skip") and raw.flag("llmeff_only"):
         raise UsageProblem("--llmeff-skip and --llmeff-only exclude each other; give one")
-    rounds = _int_value("--llmeff-rounds", cli("llmeff_rounds"), 1)
-    warmup = _int_value("--llmeff-warmup", cli("llmeff_warmup"), 0)
-    ini_rounds = _int_value("llmeff_rounds (ini)", ini("llmeff_rounds"), 1)
-    ini_warmup = _int_value("llmeff_warmup (ini)", ini("llmeff_warmup"), 0)
-    stop_cli, stop_ini = _stop_settings("cli", cli), _stop_settings("ini", ini)
-    columns = metric_names("--llmeff-columns", text("llmeff_columns"), sampled_only=False)
-    cache = text("llmeff_cache_dir") or os.environ.get(CACHE_ENV) or str(default_cache_dir())
-    json_path = text("llmeff_json")
-    country = (text("llmeff_country") or DEFAULT_COUNTRY_ISO3).strip()
+    return {"skip": raw.flag("llmeff_skip"), "only": raw.flag("llmeff_only"),
+            "reorder": not raw.flag("llmeff_no_reorder"), "trust_remote_code": raw.flag("llmeff_trust_remote_code")}
+
+
+def _rounds(raw: _Raw) -> dict[str, Any]:
+    """The round counts and the stop rule's settings, the command line's and the ini file's kept apart (the
+    marker goes between them)."""
+    return {"rounds": _int_value("--llmeff-rounds", raw.cli("llmeff_rounds"), 1),
+            "warmup": _int_value("--llmeff-warmup", raw.cli("llmeff_warmup"), 0),
+            "ini_rounds": _int_value("llmeff_rounds (ini)", raw.ini("llmeff_rounds"), 1),
+            "ini_warmup": _int_value("llmeff_warmup (ini)", raw.ini("llmeff_warmup"), 0),
+            "stop_cli": _stop_settings("cli", raw.cli), "stop_ini": _stop_settings("ini", raw.ini)}
+
+
+def _hardware(raw: _Raw) -> dict[str, Any]:
+    """The energy meter and what the figures are scaled by: the grid's country, the idle time, the peak TFLOP/s
+    for MFU, the RAPL root."""
+    country = (raw.text("llmeff_country") or DEFAULT_COUNTRY_ISO3).strip()
     if len(country) != 3 or not country.isalpha():
         raise UsageProblem(f"country {country!r} is not an ISO 3166 alpha-3 code such as USA, FRA, DEU")
-    energy = (text("llmeff_energy") or "auto").strip()
+    energy = (raw.text("llmeff_energy") or "auto").strip()
     backends = ("auto", "nvml", "rapl", "codecarbon", "off")
     if energy not in backends:
         raise UsageProblem(f"--llmeff-energy={energy!r} is not allowed; allowed: {', '.join(backends)}")
-    idle_s = _float_value("--llmeff-idle-s", text("llmeff_idle_s"), minimum=0.0) or 0.0
-    peak = _float_value("--llmeff-peak-tflops", text("llmeff_peak_tflops"), minimum=0.0, strict=True)
-    alpha = _float_value("--llmeff-alpha", text("llmeff_alpha"), minimum=0.0, strict=True)
+    return {"country_iso_code": country.upper(), "country_explicit": bool(raw.text("llmeff_country")),
+            "energy": energy,
+            "idle_s": _float_value("--llmeff-idle-s", raw.text("llmeff_idle_s"), minimum=0.0) or 0.0,
+            "peak_tflops": _float_value("--llmeff-peak-tflops", raw.text("llmeff_peak_tflops"), minimum=0.0,
+                                        strict=True),
+            "powercap_root": raw.text("llmeff_powercap_root") or DEFAULT_POWERCAP_ROOT}
+
+
+def _gate(raw: _Raw) -> dict[str, Any]:
+    """The stored-baseline comparison: which run, the failure thresholds, the history learnt from, the alpha."""
+    alpha = _float_value("--llmeff-alpha", raw.text("llmeff_alpha"), minimum=0.0, strict=True)
     if alpha is not None and alpha >= 1:
         raise UsageProblem(f"--llmeff-alpha={alpha:g} is not allowed; give a probability between 0 and 1 (e.g. 0.01)")
-    compare = text("llmeff_compare")
-    compare_fail = text("llmeff_compare_fail")
-    history = _int_value("--llmeff-compare-history", text("llmeff_compare_history"), minimum=1)
-    interleave, role = text("llmeff_interleave"), text("llmeff_role")
+    compare, compare_fail = raw.text("llmeff_compare"), raw.text("llmeff_compare_fail")
+    history = _int_value("--llmeff-compare-history", raw.text("llmeff_compare_history"), minimum=1)
+    return {"compare": compare, "compare_fail": compare_fail,
+            "compare_history": history if history is not None else DEFAULT_COMPARE_HISTORY,
+            "alpha": alpha if alpha is not None else DEFAULT_ALPHA}
+
+
+def _lockstep(raw: _Raw, gate: dict[str, Any]) -> dict[str, Any]:
+    """The lockstep pair (--llmeff-interleave + --llmeff-role, or --llmeff-ab running its own), checked against
+    the gate's options: a candidate's or an A/B run's baseline is its partner."""
+    interleave, role = raw.text("llmeff_interleave"), raw.text("llmeff_role")
+    compare, compare_fail = gate["compare"], gate["compare_fail"]
     roles = ("baseline", "candidate")
     if role is not None and role not in roles:
         raise UsageProblem(f"--llmeff-role={role!r} is not allowed; allowed: {', '.join(roles)}")
@@ -416,7 +453,7 @@ def resolve(pytest_config) -> LlmeffConfig:
                            "other side")
     timeout_s = _float_value(INTERLEAVE_TIMEOUT_ENV, os.environ.get(INTERLEAVE_TIMEOUT_ENV), minimum=0.0,
                              strict=True)
-    ab, ab_python = text("llmeff_ab"), text("llmeff_ab_python")
+    ab, ab_python = raw.text("llmeff_ab"), raw.text("llmeff_ab_python")
     if ab and (interleave or role):
         raise UsageProblem(f"--llmeff-ab={ab} runs its own lockstep pair; leave out --llmeff-interleave and "
                            "--llmeff-role")
@@ -437,53 +474,79 @@ def resolve(pytest_config) -> LlmeffConfig:
         raise UsageProblem(f"--llmeff-compare-fail={compare_fail!r} needs a baseline to compare with; add "
                            "--llmeff-compare (latest stored run) or --llmeff-compare=NAME, or run as "
                            "--llmeff-role=candidate under --llmeff-interleave")
-    shard = parse_shard("--llmeff-shard", text("llmeff_shard"), os.environ)
-    shard_costs = text("llmeff_shard_costs")
-    if shard is not None and (ab or interleave):
-        what = f"--llmeff-ab={ab}" if ab else f"--llmeff-interleave={interleave}"
+    return {"interleave": _user_path(interleave), "role": role,
+            "interleave_timeout_s": timeout_s if timeout_s is not None else 600.0, "ab": ab, "ab_python": ab_python}
+
+
+def _scale(raw: _Raw, lockstep: dict[str, Any]) -> dict[str, Any]:
+    """Sharding (not under a lockstep pair, which runs the same benchmarks on both sides), its cost source, and
+    how the ranks of a launch share a benchmark."""
+    shard = parse_shard("--llmeff-shard", raw.text("llmeff_shard"), os.environ)
+    shard_costs = raw.text("llmeff_shard_costs")
+    if shard is not None and (lockstep["ab"] or lockstep["interleave"]):
+        what = (f"--llmeff-ab={lockstep['ab']}" if lockstep["ab"]
+                else f"--llmeff-interleave={raw.text('llmeff_interleave')}")
         raise UsageProblem(f"--llmeff-shard={shard.label} cannot be combined with {what}: a lockstep pair runs the "
                            "same benchmarks on both sides; shard the baseline and candidate runs separately")
     if shard_costs and shard is None:
         raise UsageProblem(f"--llmeff-shard-costs={shard_costs} needs --llmeff-shard=K/N (or auto)")
-    parallel = text("llmeff_parallel") or "replicas"
+    parallel = raw.text("llmeff_parallel") or "replicas"
     if parallel not in PARALLEL_MODES:
         raise UsageProblem(f"--llmeff-parallel={parallel!r} is not allowed; allowed: {', '.join(PARALLEL_MODES)}")
-    paths = {name: text(name) for name in ("llmeff_markdown", "llmeff_csv", "llmeff_benchmark_json")}
-    html, pareto, weights = text("llmeff_html"), text("llmeff_pareto"), text("llmeff_score_weights")
+    return {"shard": shard, "shard_costs": shard_costs, "parallel": parallel}
+
+
+def _engines(raw: _Raw) -> dict[str, Any]:
+    """Every engine's thread count (None: what the engine uses by default)."""
+    return {"threads": _int_value("--llmeff-threads", raw.text("llmeff_threads"), 1)}
+
+
+def _table(raw: _Raw) -> dict[str, Any]:
+    """The terminal table's metric columns (None: the default set)."""
+    return {"columns": metric_names("--llmeff-columns", raw.text("llmeff_columns"), sampled_only=False)}
+
+
+def _outputs(raw: _Raw) -> dict[str, Any]:
+    """Where results go: the storage root, the named save, the report files (JSON, Markdown, CSV, HTML with its
+    Pareto objectives and score weights), the event log; and where models are cached."""
+    cache = raw.text("llmeff_cache_dir") or os.environ.get(CACHE_ENV) or str(default_cache_dir())
+    paths = {name: raw.text(name) for name in ("llmeff_json", "llmeff_markdown", "llmeff_csv",
+                                               "llmeff_benchmark_json", "llmeff_html")}
+    pareto, weights = raw.text("llmeff_pareto"), raw.text("llmeff_score_weights")
     if pareto or weights:
         pareto = parse_objectives(pareto) if pareto else None
         weights = tuple(parse_weights(weights).items()) if weights else None
+    html = paths["llmeff_html"]
     if html:
         import importlib.util
 
         if importlib.util.find_spec("plotly") is None:
             raise UsageProblem(f"--llmeff-html={html} needs Plotly, which is not installed: "
                                'pip install "pytest-llmeff[report]"')
-    return LlmeffConfig(
-        report=flag("llmeff_report") or bool(json_path) or bool(text("llmeff_save")) or flag("llmeff_autosave")
-        or any(paths.values()) or bool(html) or bool(compare) or bool(interleave) or bool(ab),
-        json_path=Path(json_path) if json_path else None,
-        rounds=rounds, warmup=warmup, ini_rounds=ini_rounds, ini_warmup=ini_warmup,
-        skip=flag("llmeff_skip"), only=flag("llmeff_only"),
-        cache_dir=Path(os.path.expanduser(cache)),
-        reorder=not flag("llmeff_no_reorder"),
-        trust_remote_code=flag("llmeff_trust_remote_code"),
-        country_iso_code=country.upper(),
-        country_explicit=bool(text("llmeff_country")),
-        energy=energy, idle_s=idle_s, peak_tflops=peak,
-        powercap_root=text("llmeff_powercap_root") or DEFAULT_POWERCAP_ROOT,
-        storage=Path(os.path.expanduser(text("llmeff_storage") or DEFAULT_STORAGE)),
-        save=text("llmeff_save"), autosave=flag("llmeff_autosave"), compare=compare, compare_fail=compare_fail,
-        compare_history=history if history is not None else DEFAULT_COMPARE_HISTORY,
-        alpha=alpha if alpha is not None else DEFAULT_ALPHA,
-        markdown=Path(paths["llmeff_markdown"]) if paths["llmeff_markdown"] else None,
-        csv=Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,
-        benchmark_json=Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
-        interleave=Path(os.path.expanduser(interleave)) if interleave else None, role=role,
-        interleave_timeout_s=timeout_s if timeout_s is not None else 600.0,
-        stop_cli=stop_cli, stop_ini=stop_ini, columns=columns, ab=ab, ab_python=ab_python,
-        html=Path(html) if html else None, pareto=pareto, score_weights=weights,
-        shard=shard, shard_costs=shard_costs, parallel=parallel,
-        log_json=Path(os.path.expanduser(text("llmeff_log_json"))) if text("llmeff_log_json") else None,
-        threads=_int_value("--llmeff-threads", text("llmeff_threads"), 1),
-    )
+    return {"cache_dir": Path(os.path.expanduser(cache)),
+            "storage": Path(os.path.expanduser(raw.text("llmeff_storage") or DEFAULT_STORAGE)),
+            "save": raw.text("llmeff_save"), "autosave": raw.flag("llmeff_autosave"),
+            "json_path": Path(paths["llmeff_json"]) if paths["llmeff_json"] else None,
+            "markdown": Path(paths["llmeff_markdown"]) if paths["llmeff_markdown"] else None,
+            "csv": Path(paths["llmeff_csv"]) if paths["llmeff_csv"] else None,
+            "benchmark_json": Path(paths["llmeff_benchmark_json"]) if paths["llmeff_benchmark_json"] else None,
+            "html": Path(html) if html else None, "pareto": pareto, "score_weights": weights,
+            "log_json": _user_path(raw.text("llmeff_log_json"))}
+
+
+def resolve(pytest_config) -> LlmeffConfig:
+    """Build the session's options from the CLI, the ini file and the environment. Raises UsageProblem.
+
+    Each option group is read and checked by its own function, in this order (the first problem found is the
+    one reported); the report is on when anything asks for results to be kept or compared."""
+    raw = _Raw(pytest_config)
+    selection, rounds, table = _selection(raw), _rounds(raw), _table(raw)
+    hardware, gate = _hardware(raw), _gate(raw)
+    lockstep = _lockstep(raw, gate)
+    scale = _scale(raw, lockstep)
+    outputs, engines = _outputs(raw), _engines(raw)
+    report = (raw.flag("llmeff_report") or outputs["save"] is not None or outputs["autosave"]
+              or any(outputs[k] is not None for k in ("json_path", "markdown", "csv", "benchmark_json", "html"))
+              or gate["compare"] is not None or lockstep["interleave"] is not None or lockstep["ab"] is not None)
+    return LlmeffConfig(report=report, **selection, **rounds, **table, **hardware, **gate, **lockstep, **scale,
+                        **outputs, **engines)

@@ -35,17 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from pytest_llmeff.errors import LlmeffUsageError, StorageError
+from pytest_llmeff.errors import HistoryError, LlmeffUsageError, StorageError  # HistoryError: defined in errors.py
 from pytest_llmeff.metrics import spec_for
 
 DEFAULT_METRIC = "throughput_tok_s"
 DEFAULT_PENALTY = 3.0
 MIN_SIZE = 3  # runs per segment, at least
 EXTRA = "history"  # pip install "pytest-llmeff[history]"
-
-
-class HistoryError(LlmeffUsageError):
-    """The history cannot be shown: nothing stored, unknown benchmark or metric, or the library missing."""
 
 
 @dataclass

@@ -16,14 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from pytest_llmeff.errors import LlmeffUsageError, StorageError
+from pytest_llmeff.errors import MergeRefused, StorageError  # MergeRefused: defined in errors.py
 from pytest_llmeff.results.runfile import read_run, shown_path
 from pytest_llmeff.results.schema import MergedShard, MergeInfo, Run
 from pytest_llmeff.results.storage import machine_fingerprint
-
-
-class MergeRefused(LlmeffUsageError):
-    """The runs given cannot be merged into one (one line saying which files and why)."""
 
 
 def _seconds(start: str, end: str) -> float:
