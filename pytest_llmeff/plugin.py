@@ -221,21 +221,26 @@ def pytest_runtest_makereport(item, call):
         from pytest_llmeff.bench.record import payload
 
         report.llmeff_records = payload(records)
-        failed = [r for r in records if r.gate_failed]
+        session = _session(item.config)
+        strict = session is not None and session.baseline is not None and session.baseline.fails_inconclusive
+        failed = [r for r in records if r.gate_failed or (strict and r.gate_inconclusive)]
         if failed and report.passed:
-            # a regression or a failed limit fails the test itself: no traceback, a section, its own letter
+            # a regression, a failed limit, or (under a lockstep pair by default) a comparison that could not
+            # resolve its threshold fails the test itself: no traceback, a section, its own letter
             from pytest_llmeff.report.gate_text import failure_text
 
-            text = failure_text(failed)
+            text = failure_text(failed, inconclusive=strict)
             report.outcome = "failed"
             report.longrepr = text
             report.sections.append(("llmeff gate", text))
-            report.llmeff_gate = "regressed"
+            report.llmeff_gate = "regressed" if any(r.gate_failed for r in failed) else "inconclusive"
     return report
 
 
 def pytest_report_teststatus(report, config):
     if getattr(report, "llmeff_gate", None) and report.when == "call":
+        if report.llmeff_gate == "inconclusive":
+            return "inconclusive", "?", ("INCONCLUSIVE", {"red": True})
         return "regressed", "R", ("REGRESSED", {"red": True})
     return None
 

@@ -283,3 +283,61 @@ def test_gate_and_storage_do_not_import_scipy():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- a gate never fails open (issue 21): what the evidence cannot resolve is inconclusive, never ok ------------
+def _paired_verdict(drop: float, noise: float, pairs: int):
+    """Lockstep rounds of a candidate ``drop`` slower (fraction) with multiplicative noise ``noise`` per round."""
+    import random
+
+    from pytest_llmeff.gate.drift import paired_mde
+    from pytest_llmeff.gate.two_sample import compare_paired
+
+    rng = random.Random(7)
+    base = [100.0 * (1 + rng.uniform(-noise, noise)) for _ in range(pairs)]
+    cur = [b * (1 - drop) * (1 + rng.uniform(-noise, noise)) for b in base]
+    threshold = parse_thresholds("throughput_tok_s:5%")["throughput_tok_s"]
+    v = compare_paired("throughput_tok_s", base, cur, threshold, alpha=0.01)
+    from dataclasses import replace
+
+    return replace(v, mde=paired_mde(base, cur, 0.01, "higher")), threshold
+
+
+def test_a_near_miss_the_pairs_cannot_resolve_becomes_inconclusive():
+    from pytest_llmeff.gate.judge import unresolved
+
+    v, threshold = _paired_verdict(drop=0.15, noise=0.5, pairs=12)  # a 15% drop drowned in noise
+    assert v.status in ("near-miss", "ok") and v.mde > threshold.value
+    judged = unresolved(v, threshold)
+    assert judged.status == "inconclusive" and "resolves changes of about" in judged.message
+
+
+def test_a_resolved_verdict_stands():
+    from pytest_llmeff.gate.judge import unresolved
+
+    quiet, threshold = _paired_verdict(drop=0.0, noise=0.005, pairs=20)  # unchanged code on a quiet machine
+    assert quiet.mde < threshold.value and unresolved(quiet, threshold).status == quiet.status == "ok"
+    slow, _ = _paired_verdict(drop=0.5, noise=0.05, pairs=20)
+    assert unresolved(slow, threshold).status == "regressed"
+
+
+def test_broken_pairing_leaves_only_a_regression_standing():
+    from pytest_llmeff.gate.judge import pairing_broke
+
+    slow, _ = _paired_verdict(drop=0.5, noise=0.05, pairs=20)
+    quiet, _ = _paired_verdict(drop=0.0, noise=0.005, pairs=20)
+    assert pairing_broke(slow, "pairing broke").status == "regressed"
+    broken = pairing_broke(quiet, "pairing broke")
+    assert broken.status == "inconclusive" and broken.message.endswith("inconclusive: pairing broke")
+
+
+@pytest.mark.parametrize("policy, role, fails", [
+    (None, "candidate", True), (None, None, False), ("warn", "candidate", False), ("fail", None, True)])
+def test_inconclusive_fails_by_default_only_under_a_lockstep_pair(policy, role, fails):
+    from types import SimpleNamespace
+
+    from pytest_llmeff.gate.baseline import Baseline
+
+    b = Baseline(inconclusive=policy)
+    b.turnstile = SimpleNamespace(role=role) if role else None
+    assert b.fails_inconclusive is fails

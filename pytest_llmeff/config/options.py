@@ -38,6 +38,7 @@ DEFAULT_WARMUP = 1
 DEFAULT_INTERLEAVED_ROUNDS = 20  # lockstep A/B: the fewest pairs (then as many as paired_stop.py asks for)
 DEFAULT_COMPARE_HISTORY = 10  # stored runs the stored-baseline gate learns the spread between sessions from
 CACHE_ENV = "LLMEFF_CACHE_DIR"
+INCONCLUSIVE_POLICIES = ("fail", "warn")  # --llmeff-inconclusive
 PARALLEL_MODES = ("replicas", "tensor")  # --llmeff-parallel: how the ranks of a launch share a benchmark
 INTERLEAVE_TIMEOUT_ENV = "LLMEFF_INTERLEAVE_TIMEOUT_S"  # seconds to wait for a lockstep partner to start
 
@@ -116,6 +117,10 @@ _OPTIONS: tuple[tuple[str, str, str, str, dict], ...] = (
     ("--llmeff-alpha", "llmeff_alpha", "string",
      "the chance of any false 'regressed' in the whole run, split over its tested comparisons (Bonferroni) "
      f"(default {DEFAULT_ALPHA:g})", {"metavar": "P"}),
+    ("--llmeff-inconclusive", "llmeff_inconclusive", "string",
+     "what a gated comparison that cannot resolve its threshold does: fail the test (default under --llmeff-ab "
+     "and --llmeff-interleave, where more pairs were possible) or warn (default with a stored baseline)",
+     {"metavar": "fail|warn"}),
     ("--llmeff-interleave", "llmeff_interleave", "string",
      "lockstep A/B: take turns round by round with another pytest run given the same DIR (one --llmeff-role="
      "baseline, one candidate); the candidate is judged against the baseline pair by pair", {"metavar": "DIR"}),
@@ -211,6 +216,7 @@ class LlmeffConfig:
     compare_fail: Optional[str] = None
     compare_history: int = DEFAULT_COMPARE_HISTORY  # stored runs judged against (drift.py); 1: the baseline only
     alpha: float = DEFAULT_ALPHA
+    inconclusive: Optional[str] = None  # fail | warn; None: fail under a lockstep pair, warn with a stored baseline
     markdown: Optional[Path] = None
     csv: Optional[Path] = None
     benchmark_json: Optional[Path] = None
@@ -432,7 +438,12 @@ def _gate(raw: _Raw) -> dict[str, Any]:
         raise UsageProblem(f"--llmeff-alpha={alpha:g} is not allowed; give a probability between 0 and 1 (e.g. 0.01)")
     compare, compare_fail = raw.text("llmeff_compare"), raw.text("llmeff_compare_fail")
     history = _int_value("--llmeff-compare-history", raw.text("llmeff_compare_history"), minimum=1)
+    inconclusive = raw.text("llmeff_inconclusive")
+    if inconclusive is not None and inconclusive.strip() not in INCONCLUSIVE_POLICIES:
+        raise UsageProblem(f"--llmeff-inconclusive={inconclusive!r} is not allowed; allowed: "
+                           f"{', '.join(INCONCLUSIVE_POLICIES)}")
     return {"compare": compare, "compare_fail": compare_fail,
+            "inconclusive": inconclusive.strip() if inconclusive is not None else None,
             "compare_history": history if history is not None else DEFAULT_COMPARE_HISTORY,
             "alpha": alpha if alpha is not None else DEFAULT_ALPHA}
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 from pytest_llmeff.defaults import DEFAULT_ALPHA
 from pytest_llmeff.gate.comparison_lines import matching_lines, resolution_lines
 from pytest_llmeff.gate.family import FamilyBudget
-from pytest_llmeff.gate.judge import missing_side, tested_count, verdicts
+from pytest_llmeff.gate.judge import missing_side, pairing_broke, tested_count, verdicts
 from pytest_llmeff.gate.thresholds import check_limit, parse_limits, parse_thresholds
 from pytest_llmeff.gate.verdicts import DIRECT
-from pytest_llmeff.lockstep.partner import partner_record, publish_record
+from pytest_llmeff.lockstep.partner import PAIRING_BROKE, partner_record, publish_record
 from pytest_llmeff.results.schema import LimitRecord, VerdictRecord
 from pytest_llmeff.results.storage import match_benchmarks, mismatch_warnings
 
@@ -45,8 +45,9 @@ class Baseline:
     def __init__(self, thresholds: Optional[Mapping[str, "Threshold"]] = None, alpha: float = DEFAULT_ALPHA,
                  stored: Optional["Run"] = None, name: Optional[str] = None, note: Optional[str] = None,
                  turnstile: Optional["Turnstile"] = None, history: Optional[Sequence["Run"]] = None,
-                 history_skipped: Sequence[str] = ()):
+                 history_skipped: Sequence[str] = (), inconclusive: Optional[str] = None):
         self.thresholds = dict(thresholds or {})
+        self.inconclusive = inconclusive  # --llmeff-inconclusive: fail | warn | None (by the kind of baseline)
         self.alpha = alpha
         self.stored = stored
         self.name = name
@@ -140,17 +141,28 @@ class Baseline:
         ``StorageError``/``GateConfigError`` with one line. No stored run yet under ``latest``: a note."""
         thresholds = parse_thresholds(options.compare_fail) if options.compare_fail else {}
         name = options.compare
+        policy = options.inconclusive
         if not name:
-            return cls(thresholds, options.alpha)
+            return cls(thresholds, options.alpha, inconclusive=policy)
         if name == "latest":
             path = storage.latest(storage.fingerprint) or storage.latest()
             if path is None:
-                return cls(thresholds, options.alpha, note=f"no stored run in {storage.root} to compare with yet")
+                return cls(thresholds, options.alpha, note=f"no stored run in {storage.root} to compare with yet",
+                           inconclusive=policy)
         else:
             path = storage.resolve(name)
         runs, skipped = storage.history(path, options.compare_history)
         return cls(thresholds, options.alpha, stored=runs[0], name=str(path), history=runs,
-                   history_skipped=skipped)
+                   history_skipped=skipped, inconclusive=policy)
+
+    @property
+    def fails_inconclusive(self) -> bool:
+        """Whether an inconclusive gated comparison fails its test: ``--llmeff-inconclusive`` when given; else yes
+        as a lockstep candidate (``--llmeff-ab``, ``--llmeff-interleave``: pairs were the unit and more were
+        possible) and no against a stored baseline (a visible ``?`` and a warning)."""
+        if self.inconclusive is not None:
+            return self.inconclusive == "fail"
+        return self.lockstep_role == "candidate"
 
     @property
     def lockstep_role(self) -> Optional[str]:
@@ -179,7 +191,10 @@ class Baseline:
         if base is not None:
             budget = self.budget(thresholds)
             sessions = None if paired else self._sessions.get((record.nodeid, record.name))
-            for v in verdicts(base, record, thresholds, budget.level, paired, sessions):
+            found = verdicts(base, record, thresholds, budget.level, paired, sessions)
+            if self.lockstep_role == "candidate" and not paired:
+                found = [pairing_broke(v, PAIRING_BROKE) for v in found]
+            for v in found:
                 vr = VerdictRecord.from_verdict(v)
                 if v.status == "not-measured":
                     self.not_measured += 1

@@ -18,6 +18,7 @@ from pytest_llmeff.metrics import METRICS
 
 if TYPE_CHECKING:
     from pytest_llmeff.gate.thresholds import Threshold
+    from pytest_llmeff.gate.verdicts import Verdict
     from pytest_llmeff.results.schema import BenchmarkRecord
 
 
@@ -44,11 +45,36 @@ def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Ma
             if spec is not None and spec.sampling != "once":
                 v = replace(v, mde=paired_mde(base.metrics[metric].samples, current.metrics[metric].samples,
                                               alpha, spec.direction))
-            found.append(v)
+            found.append(unresolved(v, threshold))
         else:
             samples = [r.metrics[metric].samples for r in sessions if metric in r.metrics]
-            found.append(judge_stored(metric, samples, current.metrics[metric].samples, threshold, alpha))
+            found.append(unresolved(judge_stored(metric, samples, current.metrics[metric].samples, threshold,
+                                                 alpha), threshold))
     return found
+
+
+UNRESOLVED = ("ok", "near-miss")  # the statuses that would pass a change the evidence cannot see
+
+
+def unresolved(v: "Verdict", threshold: "Threshold") -> "Verdict":
+    """``v`` made ``inconclusive`` when its evidence cannot resolve ``threshold``: an ``ok`` or ``near-miss``
+    whose minimum detectable effect (``v.mde``, a fraction) is above a relative threshold. Such a verdict would
+    pass a worsening as large as the threshold most of the time, so the gate never calls it ``ok`` (it says what
+    it could resolve instead). ``regressed`` and ``improved`` stand: their evidence was enough."""
+    if (v.status not in UNRESOLVED or v.mde is None or threshold.kind != "relative"
+            or v.mde <= threshold.value):
+        return v
+    return replace(v, status="inconclusive",
+                   message=f"{v.message}; inconclusive: this evidence resolves changes of about {v.mde * 100:.0f}%, "
+                           f"above the threshold {threshold.text}")
+
+
+def pairing_broke(v: "Verdict", reason: str) -> "Verdict":
+    """``v`` made ``inconclusive`` because the lockstep rounds did not pair (``reason``): two runs compared as if
+    paired would hide the machine's drift, so only a verdict that fails (``regressed``) stands."""
+    if v.status in ("regressed", "not-measured", "inconclusive") or v.p_value is None:
+        return v
+    return replace(v, status="inconclusive", message=f"{v.message}; inconclusive: {reason}")
 
 
 def missing_side(base: "BenchmarkRecord", current: "BenchmarkRecord", metric: str) -> str:

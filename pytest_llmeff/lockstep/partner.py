@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from pytest_llmeff.results.schema import BenchmarkRecord, Run
 
 
+PAIRING_BROKE = ("lockstep pairing broke: rounds were not interleaved with the baseline's throughout (a side "
+                 "went on alone, or the round counts differ); only a regression is reported, anything else is "
+                 "inconclusive")
+
+
 def publish_record(turnstile: "Turnstile", record: "BenchmarkRecord") -> None:
     """The baseline side: hand ``record`` (complete, before it is judged) to the candidate."""
     turnstile.publish(record.nodeid, record.name, record.model_dump_json())
@@ -35,8 +40,7 @@ def partner_record(turnstile: "Turnstile", record: "BenchmarkRecord") -> tuple[O
     base = BenchmarkRecord.model_validate_json(text)
     paired = rounds_pair(base, record)
     if not paired:
-        record.warnings.append("rounds were not interleaved with the baseline's throughout (a side went on "
-                               "alone, or the round counts differ): compared as two runs (Mann-Whitney U)")
+        record.warnings.append(PAIRING_BROKE)
     return base, paired
 
 

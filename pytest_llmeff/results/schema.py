@@ -275,6 +275,11 @@ class BenchmarkRecord(BaseModel):
         """True when a metric regressed against the baseline or a marker limit failed."""
         return any(v.status == "regressed" for v in self.verdicts) or any(not lim.passed for lim in self.limits)
 
+    @property
+    def gate_inconclusive(self) -> bool:
+        """True when a gated metric's comparison could not resolve its threshold (``inconclusive``)."""
+        return any(v.status == "inconclusive" for v in self.verdicts)
+
 
 class LoadEvent(BaseModel):
     """One model load in the session (each variant load key should appear once)."""
