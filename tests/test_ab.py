@@ -89,8 +89,13 @@ def test_one_command_passes_unchanged_code(llmeff_pytester, repo):
     # millisecond model, CI once saw every one of 12 pairs favour the baseline (-6.9%, p = 1/4096, the run's own MDE
     # 7.3%): a side-order bias of the lockstep on sub-millisecond-scale rounds, so the threshold here is 25%.
     result, data = _ab(llmeff_pytester, "HEAD", threshold="25%")
+    verdict = data["benchmarks"][0]["verdicts"][0]
+    if verdict["status"] == "inconclusive":  # 12 fixed pairs on a loaded machine may not resolve 25%: it says so
+        assert result.ret == 1 and verdict["mde"] > 0.25, result.stdout.str()
+        assert "INCONCLUSIVE tiny-random-llama-fp32-b1 throughput_tok_s" in result.stdout.str()
+        return
     assert result.ret == 0, result.stdout.str()
-    assert data["benchmarks"][0]["verdicts"][0]["status"] in ("ok", "improved", "near-miss")
+    assert verdict["status"] in ("ok", "improved", "near-miss")
 
 
 CRASHING = """import os
