@@ -273,6 +273,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(trylast=True)  # the llmeff section comes last, after other plugins' (pytest-benchmark)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = _session(config)
     if state is None or startup.is_worker(config) or (state.launch is not None and state.launch.rank != 0):
