@@ -10,7 +10,7 @@
 | ``dynamic-int8`` | ``torch.ao.quantization.quantize_dynamic`` (qint8 linears; CPU, float32 models) | none |
 | ``int4`` | an engine's own 4-bit integer weights (``engine="onnxruntime-genai"``: MatMulNBits); transformers has none | none |
 
-Each engine says which of these it runs (``backends/<engine>.py``); ``int8`` on ``engine="ctranslate2"`` is
+Each engine says which of these it runs (``engines/<engine>/``, and ``config/engine_catalog.py``); ``int8`` on ``engine="ctranslate2"`` is
 CTranslate2's own int8 weights.
 """
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pytest_llmeff.config.engine_catalog import DEFAULT_ENGINE
 from pytest_llmeff.metrics import spec_for
 from pytest_llmeff.stats import intervals as stats
 
@@ -126,7 +127,7 @@ class VariantRecord(BaseModel):
     device_map: Optional[str] = None
     prompts: int
     trust_remote_code: bool = False
-    engine: str = "transformers"  # the inference engine (backends/engine.py ENGINES)
+    engine: str = DEFAULT_ENGINE  # the inference engine (config/engine_catalog.py ENGINES)
     engine_type: Optional[str] = None  # the weights' type as the engine ran them: q4_1, int8_float32, fp32, int4
 
 
